@@ -53,6 +53,9 @@ type Resource struct {
 	// HasStatus splits the object: the main resource ignores status changes
 	// and a "status" subresource changes only the status.
 	HasStatus bool
+	// KeepStatusOnCreate keeps the status a client sends on create (nodes
+	// register with their status filled in).
+	KeepStatusOnCreate bool
 	// ValidateStatusUpdate checks a write to the status subresource.
 	ValidateStatusUpdate func(ctx context.Context, obj, old runtime.Object) field.ErrorList
 	// PrepareForStatusUpdate adjusts a status write beyond the generic split.

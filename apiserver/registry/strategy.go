@@ -39,7 +39,7 @@ func newStrategy(res *Resource, status bool) *strategy {
 func (s *strategy) NamespaceScoped() bool { return s.res.Namespaced }
 
 func (s *strategy) PrepareForCreate(ctx context.Context, obj runtime.Object) {
-	if s.res.HasStatus {
+	if s.res.HasStatus && !s.res.KeepStatusOnCreate {
 		resetField(obj, "Status")
 	}
 	if hasField(obj, "Spec") {
