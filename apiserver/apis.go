@@ -1,0 +1,83 @@
+package apiserver
+
+import (
+	"fmt"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/registry/generic"
+	"k8s.io/apiserver/pkg/registry/rest"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+
+	"tether/apiserver/registry"
+	"tether/apiserver/scheme"
+)
+
+// apiGroups builds the storage of every served resource, grouped as the
+// generic server installs them. The core group comes first.
+func apiGroups(opts generic.RESTOptionsGetter) ([]*genericapiserver.APIGroupInfo, error) {
+	core := map[string]rest.Storage{}
+	add := func(m map[string]rest.Storage, res *registry.Resource) error {
+		main, status, err := registry.NewStore(res, opts)
+		if err != nil {
+			return err
+		}
+		m[res.Resource] = main
+		if status != nil {
+			m[res.Resource+"/status"] = status
+		}
+		return nil
+	}
+	for _, res := range []*registry.Resource{
+		registry.Pods, registry.Nodes, registry.Services, registry.Endpoints,
+		registry.ConfigMaps, registry.Secrets, registry.ServiceAccounts, registry.Events,
+	} {
+		if err := add(core, res); err != nil {
+			return nil, err
+		}
+	}
+	ns, nsStatus, nsFinalize, err := registry.NewNamespaceStorage(opts)
+	if err != nil {
+		return nil, err
+	}
+	core["namespaces"], core["namespaces/status"], core["namespaces/finalize"] = ns, nsStatus, nsFinalize
+
+	coordination := map[string]rest.Storage{}
+	if err := add(coordination, registry.Leases); err != nil {
+		return nil, err
+	}
+
+	certificates := map[string]rest.Storage{}
+	if err := add(certificates, registry.CertificateSigningRequests); err != nil {
+		return nil, err
+	}
+	csr, ok := certificates["certificatesigningrequests"].(*registry.REST)
+	if !ok {
+		return nil, fmt.Errorf("apiserver: unexpected CSR storage %T", certificates["certificatesigningrequests"])
+	}
+	certificates["certificatesigningrequests/approval"] = registry.NewCSRApprovalStorage(csr)
+
+	// events.k8s.io/v1 is a second view of the core events: same storage,
+	// converted by the scheme.
+	events := map[string]rest.Storage{"events": core["events"]}
+	if err := registry.RegisterInScheme(registry.EventsV1); err != nil {
+		return nil, err
+	}
+
+	return []*genericapiserver.APIGroupInfo{
+		group(corev1.SchemeGroupVersion, core),
+		group(coordinationv1.SchemeGroupVersion, coordination),
+		group(certificatesv1.SchemeGroupVersion, certificates),
+		group(eventsv1.SchemeGroupVersion, events),
+	}, nil
+}
+
+func group(gv schema.GroupVersion, storage map[string]rest.Storage) *genericapiserver.APIGroupInfo {
+	info := genericapiserver.NewDefaultAPIGroupInfo(gv.Group, scheme.Scheme, scheme.ParameterCodec, scheme.Codecs)
+	info.PrioritizedVersions = []schema.GroupVersion{gv}
+	info.VersionedResourcesStorageMap[gv.Version] = storage
+	return &info
+}

@@ -1,0 +1,302 @@
+// Package apiserver is tether's Kubernetes API server: HTTPS only, backed by
+// etcd, serving the core Kubernetes resources to kubectl and client-go.
+//
+// It is assembled from k8s.io/apiserver's generic server: the handler chain
+// (authentication → audit → impersonation → authorization → admission), the
+// REST endpoints (get, list, watch, create, update, patch, apply, delete,
+// content negotiation, Tables, Status errors), discovery and OpenAPI. What
+// tether adds is the resources (package registry), the storage wiring
+// (package storage), who may do what (packages authn and authz) and the
+// bootstrap objects every cluster has.
+package apiserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apiserver/pkg/admission"
+	"k8s.io/apiserver/pkg/admission/plugin/namespace/lifecycle"
+	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+	"k8s.io/apiserver/pkg/server/healthz"
+	"k8s.io/apiserver/pkg/storage/storagebackend/factory"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"tether/apiserver/authn"
+	"tether/apiserver/authz"
+	"tether/apiserver/openapi"
+	"tether/apiserver/scheme"
+	"tether/apiserver/storage"
+)
+
+// Config configures the API server. A Config is not changed after New.
+type Config struct {
+	// BindAddress is the address to listen on. If nil, all addresses.
+	BindAddress net.IP
+	// SecurePort is the HTTPS port. If 0, 6443. Serve ignores it.
+	SecurePort int
+	// AdvertiseAddress is the address clients and nodes reach the server
+	// at. If nil, the bind address, or 127.0.0.1 when that is unspecified.
+	AdvertiseAddress net.IP
+
+	// ServingCertFile and ServingKeyFile hold the serving certificate; they
+	// are re-read when they change. Required.
+	ServingCertFile, ServingKeyFile string
+	// ClientCAFile verifies client certificates. Required.
+	ClientCAFile string
+	// ServerCAFile is the CA of the serving certificate; in-process clients
+	// verify the server with it. Required.
+	ServerCAFile string
+
+	// Storage says where etcd is. Required.
+	Storage storage.Backend
+	// DisableWatchCache serves every read from etcd.
+	DisableWatchCache bool
+
+	// Version is tether's own version; /version reports
+	// v1.37.2+tether.<Version>. If empty, "dev".
+	Version string
+	// Logger receives the server's own messages. If nil, they are discarded.
+	Logger *slog.Logger
+}
+
+// Server is the API server. Create it with New, then call Run or Serve once.
+type Server struct {
+	cfg      Config
+	ready    chan struct{}
+	loopback *rest.Config
+}
+
+// New validates cfg and reads nothing from the network.
+func New(cfg Config) (*Server, error) {
+	var errs []error
+	for name, v := range map[string]string{
+		"serving certificate file": cfg.ServingCertFile, "serving key file": cfg.ServingKeyFile,
+		"client CA file": cfg.ClientCAFile, "server CA file": cfg.ServerCAFile,
+	} {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("apiserver: %s is required", name))
+		}
+	}
+	if len(cfg.Storage.Servers) == 0 {
+		errs = append(errs, errors.New("apiserver: no etcd servers configured"))
+	}
+	if cfg.SecurePort < 0 || cfg.SecurePort > 65535 {
+		errs = append(errs, fmt.Errorf("apiserver: secure port %d is out of range", cfg.SecurePort))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.SecurePort == 0 {
+		cfg.SecurePort = 6443
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	return &Server{cfg: cfg, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the server serves requests and the bootstrap
+// objects exist.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// LoopbackConfig returns a privileged client configuration for in-process
+// clients. It is valid once Ready is closed.
+func (s *Server) LoopbackConfig() *rest.Config { return rest.CopyConfig(s.loopback) }
+
+// Run listens on the configured address and serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	bind := "0.0.0.0"
+	if s.cfg.BindAddress != nil {
+		bind = s.cfg.BindAddress.String()
+	}
+	addr := net.JoinHostPort(bind, strconv.Itoa(s.cfg.SecurePort))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("apiserver: listen on %s (--bind-address, --secure-port): %w", addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves HTTPS on ln until ctx ends. It closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	gs, err := s.build(ln)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	s.cfg.Logger.Info("serving", "component", "apiserver", "address", ln.Addr().String())
+	return gs.PrepareRun().RunWithContext(ctx)
+}
+
+func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, error) {
+	port := ln.Addr().(*net.TCPAddr).Port
+	serverCA, err := os.ReadFile(s.cfg.ServerCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("apiserver: read server CA: %w", err)
+	}
+	serving, err := dynamiccertificates.NewDynamicServingContentFromFiles("serving-cert", s.cfg.ServingCertFile, s.cfg.ServingKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("apiserver: serving certificate: %w", err)
+	}
+	clientCA, err := dynamiccertificates.NewDynamicCAContentFromFile("client-ca", s.cfg.ClientCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("apiserver: client CA: %w", err)
+	}
+
+	gc := genericapiserver.NewConfig(scheme.Codecs)
+	gc.EffectiveVersion = newEffectiveVersion(s.cfg.Version)
+	advertise := s.advertiseAddress()
+	gc.PublicAddress = advertise
+	gc.ExternalAddress = net.JoinHostPort(advertise.String(), strconv.Itoa(port))
+	gc.EnableProfiling = false
+	gc.SecureServing = &genericapiserver.SecureServingInfo{
+		Listener:      ln,
+		Cert:          serving,
+		ClientCA:      clientCA,
+		MinTLSVersion: tls.VersionTLS12,
+		CipherSuites:  secureCipherSuites(),
+	}
+
+	token, err := randomToken()
+	if err != nil {
+		return nil, err
+	}
+	host := "127.0.0.1"
+	if b := s.cfg.BindAddress; b != nil && !b.IsUnspecified() {
+		host = b.String()
+	}
+	s.loopback = &rest.Config{
+		Host:        "https://" + net.JoinHostPort(host, strconv.Itoa(port)),
+		BearerToken: token,
+		// The serving certificate always names localhost; the loopback
+		// connection verifies it like any other client.
+		TLSClientConfig: rest.TLSClientConfig{CAData: serverCA, ServerName: "localhost"},
+		QPS:             200,
+		Burst:           400,
+		UserAgent:       "tether-apiserver-loopback",
+	}
+	gc.LoopbackClientConfig = s.loopback
+
+	gc.Authentication.Authenticator, err = authn.New(authn.Config{ClientCA: clientCA})
+	if err != nil {
+		return nil, err
+	}
+	gc.Authorization.Authorizer, err = authz.New(authz.Config{PublicPaths: authn.PublicPaths})
+	if err != nil {
+		return nil, err
+	}
+
+	namer := openapinamer.NewDefinitionNamer(scheme.Scheme)
+	gc.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(openapi.GetOpenAPIDefinitions, namer)
+	gc.OpenAPIConfig.Info.Title = "Kubernetes"
+	gc.OpenAPIConfig.Info.Version = gitVersion(s.cfg.Version)
+	gc.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(openapi.GetOpenAPIDefinitions, namer)
+	gc.OpenAPIV3Config.Info.Title = "Kubernetes"
+	gc.OpenAPIV3Config.Info.Version = gitVersion(s.cfg.Version)
+
+	// In-process clients and the informers that admission needs.
+	client, err := kubernetes.NewForConfig(s.loopback)
+	if err != nil {
+		return nil, fmt.Errorf("apiserver: loopback client: %w", err)
+	}
+	sharedInformers := informers.NewSharedInformerFactory(client, 10*time.Minute)
+	nsLifecycle, err := lifecycle.NewLifecycle(sets.New("default", "kube-system", "kube-public"))
+	if err != nil {
+		return nil, fmt.Errorf("apiserver: namespace lifecycle admission: %w", err)
+	}
+	nsLifecycle.SetExternalKubeClientSet(client)
+	nsLifecycle.SetExternalKubeInformerFactory(sharedInformers)
+	if err := nsLifecycle.ValidateInitialization(); err != nil {
+		return nil, fmt.Errorf("apiserver: namespace lifecycle admission: %w", err)
+	}
+	gc.AdmissionControl = admission.NewChainHandler(nsLifecycle)
+
+	backend := s.cfg.Storage.Config()
+	stopReadyCheck := make(chan struct{})
+	etcdReady, err := factory.CreateReadyCheck(backend, stopReadyCheck)
+	if err != nil {
+		return nil, fmt.Errorf("apiserver: etcd ready check: %w", err)
+	}
+	etcdCheck := healthz.NamedCheck("etcd", func(_ *http.Request) error { return etcdReady() })
+	gc.ReadyzChecks = append(gc.ReadyzChecks, etcdCheck)
+	gc.HealthzChecks = append(gc.HealthzChecks, etcdCheck)
+
+	gs, err := gc.Complete(sharedInformers).New("tether-apiserver", genericapiserver.NewEmptyDelegate())
+	if err != nil {
+		return nil, fmt.Errorf("apiserver: %w", err)
+	}
+	groups, err := apiGroups(storage.RESTOptions{Backend: s.cfg.Storage, DisableWatchCache: s.cfg.DisableWatchCache})
+	if err != nil {
+		return nil, err
+	}
+	if err := gs.InstallLegacyAPIGroup(genericapiserver.DefaultLegacyAPIPrefix, groups[0]); err != nil {
+		return nil, fmt.Errorf("apiserver: install core API: %w", err)
+	}
+	if err := gs.InstallAPIGroups(groups[1:]...); err != nil {
+		return nil, fmt.Errorf("apiserver: install API groups: %w", err)
+	}
+
+	gs.AddPostStartHookOrDie("tether-informers", func(hc genericapiserver.PostStartHookContext) error {
+		sharedInformers.Start(hc.Done())
+		go func() { <-hc.Done(); close(stopReadyCheck) }()
+		return nil
+	})
+	gs.AddPostStartHookOrDie("tether-bootstrap", func(hc genericapiserver.PostStartHookContext) error {
+		if err := bootstrap(hc, client, s.cfg.Logger); err != nil {
+			return err
+		}
+		close(s.ready)
+		return nil
+	})
+	return gs, nil
+}
+
+func (s *Server) advertiseAddress() net.IP {
+	switch {
+	case s.cfg.AdvertiseAddress != nil:
+		return s.cfg.AdvertiseAddress
+	case s.cfg.BindAddress != nil && !s.cfg.BindAddress.IsUnspecified():
+		return s.cfg.BindAddress
+	}
+	return net.IPv4(127, 0, 0, 1)
+}
+
+func randomToken() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("apiserver: loopback token: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// secureCipherSuites are the TLS 1.2 suites with forward secrecy and AEAD;
+// TLS 1.3 suites are not configurable and all good.
+func secureCipherSuites() []uint16 {
+	var ids []uint16
+	for _, cs := range tls.CipherSuites() {
+		if strings.Contains(cs.Name, "_CBC_") {
+			continue
+		}
+		ids = append(ids, cs.ID)
+	}
+	return ids
+}

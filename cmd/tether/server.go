@@ -1,0 +1,113 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"tether/controlplane"
+	"tether/internal/version"
+)
+
+// serverOptions are the flags of `tether server`.
+type serverOptions struct {
+	DataDir               string
+	BindAddress           string
+	SecurePort            int
+	AdvertiseAddress      string
+	EtcdServers           []string
+	EtcdCAFile            string
+	EtcdCertFile          string
+	EtcdKeyFile           string
+	ServiceClusterIPRange string
+	ClusterCIDR           string
+	DisableAgent          bool
+	Verbose               bool
+}
+
+func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
+	o := &serverOptions{}
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a control plane: API server on etcd, controllers and scheduler",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := o.config()
+			if err != nil {
+				return err
+			}
+			level := slog.LevelInfo
+			if o.Verbose {
+				level = slog.LevelDebug
+			}
+			cfg.Logger = newLogger(stderr, level)
+			cp, err := controlplane.New(cfg)
+			if err != nil {
+				return err
+			}
+			go func() {
+				select {
+				case <-cp.Ready():
+					fmt.Fprintf(stdout, "tether server is ready at %s\n", cp.URL())
+					fmt.Fprintf(stdout, "To use it with kubectl:\n  export KUBECONFIG=%s\n  kubectl get namespaces\n", cp.AdminKubeconfig())
+				case <-cmd.Context().Done():
+				}
+			}()
+			return cp.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.DataDir, "data-dir", "/var/lib/tether/server", "directory for the PKI, etcd data and admin.kubeconfig")
+	f.StringVar(&o.BindAddress, "bind-address", "0.0.0.0", "address the API server listens on")
+	f.IntVar(&o.SecurePort, "secure-port", 6443, "HTTPS port of the API server")
+	f.StringVar(&o.AdvertiseAddress, "advertise-address", "", "address nodes and clients use to reach the API server (default: the bind address, or 127.0.0.1)")
+	f.StringSliceVar(&o.EtcdServers, "etcd-servers", nil, "external etcd client URLs (default: run an embedded etcd member)")
+	f.StringVar(&o.EtcdCAFile, "etcd-cafile", "", "CA bundle that verifies the external etcd servers")
+	f.StringVar(&o.EtcdCertFile, "etcd-certfile", "", "client certificate for the external etcd servers")
+	f.StringVar(&o.EtcdKeyFile, "etcd-keyfile", "", "client key for the external etcd servers")
+	f.StringVar(&o.ServiceClusterIPRange, "service-cluster-ip-range", "10.96.0.0/12", "CIDR of Service cluster IPs")
+	f.StringVar(&o.ClusterCIDR, "cluster-cidr", "10.244.0.0/16", "CIDR of the pod network")
+	f.BoolVar(&o.DisableAgent, "disable-agent", false, "do not run a node agent on this machine")
+	f.BoolVarP(&o.Verbose, "verbose", "v", false, "log debug messages")
+	return cmd
+}
+
+// config validates the flags, reporting every problem at once, and turns
+// them into a control plane Config.
+func (o *serverOptions) config() (controlplane.Config, error) {
+	var errs []error
+	cfg := controlplane.Config{DataDir: o.DataDir, SecurePort: o.SecurePort, EtcdServers: o.EtcdServers,
+		EtcdCAFile: o.EtcdCAFile, EtcdCertFile: o.EtcdCertFile, EtcdKeyFile: o.EtcdKeyFile, Version: version.Version}
+	if o.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir must not be empty"))
+	}
+	if cfg.BindAddress = net.ParseIP(o.BindAddress); cfg.BindAddress == nil {
+		errs = append(errs, fmt.Errorf("--bind-address %q is not an IP address", o.BindAddress))
+	}
+	if o.AdvertiseAddress != "" {
+		if cfg.AdvertiseAddress = net.ParseIP(o.AdvertiseAddress); cfg.AdvertiseAddress == nil || cfg.AdvertiseAddress.IsUnspecified() {
+			errs = append(errs, fmt.Errorf("--advertise-address %q is not a usable IP address", o.AdvertiseAddress))
+		}
+	}
+	if o.SecurePort < 1 || o.SecurePort > 65535 {
+		errs = append(errs, fmt.Errorf("--secure-port %d is not between 1 and 65535", o.SecurePort))
+	}
+	var err error
+	if _, cfg.ServiceClusterIPRange, err = net.ParseCIDR(o.ServiceClusterIPRange); err != nil {
+		errs = append(errs, fmt.Errorf("--service-cluster-ip-range %q is not a CIDR", o.ServiceClusterIPRange))
+	}
+	if _, cfg.ClusterCIDR, err = net.ParseCIDR(o.ClusterCIDR); err != nil {
+		errs = append(errs, fmt.Errorf("--cluster-cidr %q is not a CIDR", o.ClusterCIDR))
+	}
+	for _, s := range o.EtcdServers {
+		if !strings.HasPrefix(s, "https://") && !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "unix://") {
+			errs = append(errs, fmt.Errorf("--etcd-servers entry %q must be an https://, http:// or unix:// URL", s))
+		}
+	}
+	return cfg, errors.Join(errs...)
+}

@@ -1,0 +1,276 @@
+// Package controlplane runs a whole tether control plane in one process:
+// the embedded etcd member (unless external etcd is configured), the API
+// server and the controllers. It is what `tether server` runs and what the
+// integration tests start in-process.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+
+	"tether/apiserver"
+	"tether/apiserver/storage"
+	"tether/controllers/namespace"
+	"tether/pki"
+)
+
+// Config configures a control plane. A Config is not changed after New.
+type Config struct {
+	// DataDir holds the PKI, the embedded etcd data and admin.kubeconfig.
+	// Required.
+	DataDir string
+	// BindAddress is where the API server listens. If nil, all addresses.
+	BindAddress net.IP
+	// SecurePort is the API server's port. If 0, 6443.
+	SecurePort int
+	// Listener, if set, is used instead of BindAddress and SecurePort
+	// (tests pass 127.0.0.1:0).
+	Listener net.Listener
+	// AdvertiseAddress is how clients and nodes reach the server. If nil,
+	// the bind address, or 127.0.0.1 when that is unspecified.
+	AdvertiseAddress net.IP
+
+	// EtcdServers selects an external etcd cluster. If empty, an embedded
+	// member is run under DataDir/etcd.
+	EtcdServers                           []string
+	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
+
+	// ServiceClusterIPRange is the service CIDR. Its first IP is the
+	// kubernetes Service's address. Required.
+	ServiceClusterIPRange *net.IPNet
+	// ClusterCIDR is the pod network. Required.
+	ClusterCIDR *net.IPNet
+
+	// Version is tether's version. If empty, "dev".
+	Version string
+	// Logger receives messages from every component. If nil, discarded.
+	Logger *slog.Logger
+}
+
+// ControlPlane is a running (or runnable) control plane.
+type ControlPlane struct {
+	cfg     Config
+	pki     *pki.ServerPKI
+	etcd    *storage.Embedded
+	api     *apiserver.Server
+	ready   chan struct{}
+	url     string
+	backend storage.Backend
+}
+
+// New validates cfg and loads or creates the PKI under DataDir. It opens no
+// socket and starts no goroutine.
+func New(cfg Config) (*ControlPlane, error) {
+	var errs []error
+	if cfg.DataDir == "" {
+		errs = append(errs, errors.New("controlplane: --data-dir is required"))
+	}
+	if cfg.ServiceClusterIPRange == nil {
+		errs = append(errs, errors.New("controlplane: --service-cluster-ip-range is required"))
+	}
+	if cfg.ClusterCIDR == nil {
+		errs = append(errs, errors.New("controlplane: --cluster-cidr is required"))
+	}
+	if len(cfg.EtcdServers) == 0 && (cfg.EtcdCAFile != "" || cfg.EtcdCertFile != "" || cfg.EtcdKeyFile != "") {
+		errs = append(errs, errors.New("controlplane: --etcd-cafile, --etcd-certfile and --etcd-keyfile need --etcd-servers"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AdvertiseAddress == nil {
+		cfg.AdvertiseAddress = net.IPv4(127, 0, 0, 1)
+		if cfg.BindAddress != nil && !cfg.BindAddress.IsUnspecified() {
+			cfg.AdvertiseAddress = cfg.BindAddress
+		}
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("controlplane: create data dir: %w", err)
+	}
+	p, err := pki.LoadOrCreateServer(pki.ServerOptions{
+		Dir:              cfg.DataDir,
+		AdvertiseAddress: cfg.AdvertiseAddress,
+		ServiceIP:        FirstIP(cfg.ServiceClusterIPRange),
+	})
+	if err != nil {
+		return nil, err
+	}
+	c := &ControlPlane{cfg: cfg, pki: p, ready: make(chan struct{})}
+
+	backend := storage.Backend{Servers: cfg.EtcdServers, CAFile: cfg.EtcdCAFile, CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile}
+	if len(cfg.EtcdServers) == 0 {
+		c.etcd, err = storage.NewEmbedded(storage.EmbeddedConfig{Dir: filepath.Join(cfg.DataDir, "etcd"), Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		backend = c.etcd.Backend()
+	}
+	c.backend = backend
+	c.api, err = apiserver.New(apiserver.Config{
+		BindAddress:      cfg.BindAddress,
+		SecurePort:       cfg.SecurePort,
+		AdvertiseAddress: cfg.AdvertiseAddress,
+		ServingCertFile:  p.ServingCertFile,
+		ServingKeyFile:   p.ServingKeyFile,
+		ClientCAFile:     p.ClientCAFile,
+		ServerCAFile:     p.ServerCAFile,
+		Storage:          backend,
+		Version:          cfg.Version,
+		Logger:           cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// AdminKubeconfig is the path of the admin kubeconfig, written by Run.
+func (c *ControlPlane) AdminKubeconfig() string {
+	return filepath.Join(c.cfg.DataDir, "admin.kubeconfig")
+}
+
+// EtcdServers returns the etcd client URLs the API server uses (a unix
+// socket for the embedded member).
+func (c *ControlPlane) EtcdServers() []string { return c.backend.Servers }
+
+// PKI returns the control plane's certificates and keys.
+func (c *ControlPlane) PKI() *pki.ServerPKI { return c.pki }
+
+// URL is the API server's address; valid once Ready is closed.
+func (c *ControlPlane) URL() string { return c.url }
+
+// Ready is closed once the API server serves, the system namespaces exist,
+// and admin.kubeconfig is written.
+func (c *ControlPlane) Ready() <-chan struct{} { return c.ready }
+
+// Run runs every component until ctx ends or one of them fails; it then
+// stops the controllers, the API server and etcd, in that order.
+func (c *ControlPlane) Run(ctx context.Context) error {
+	ln := c.cfg.Listener
+	if ln == nil {
+		bind := "0.0.0.0"
+		if c.cfg.BindAddress != nil {
+			bind = c.cfg.BindAddress.String()
+		}
+		port := c.cfg.SecurePort
+		if port == 0 {
+			port = 6443
+		}
+		addr := net.JoinHostPort(bind, strconv.Itoa(port))
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("controlplane: listen on %s (--bind-address, --secure-port): %w", addr, err)
+		}
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	c.url = "https://" + net.JoinHostPort(c.cfg.AdvertiseAddress.String(), strconv.Itoa(port))
+
+	// etcd outlives the API server: it gets its own context, cancelled
+	// only after the API server has returned.
+	etcdCtx, stopEtcd := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopEtcd()
+	etcdDone := make(chan error, 1)
+	if c.etcd != nil {
+		go func() { etcdDone <- c.etcd.Run(etcdCtx) }()
+		select {
+		case <-c.etcd.Ready():
+		case err := <-etcdDone:
+			ln.Close()
+			if err == nil {
+				err = errors.New("controlplane: embedded etcd stopped before it was ready")
+			}
+			return err
+		case <-ctx.Done():
+			ln.Close()
+			stopEtcd()
+			return <-etcdDone
+		}
+	} else {
+		etcdDone <- nil
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.api.Serve(gctx, ln) })
+	g.Go(func() error {
+		select {
+		case <-c.api.Ready():
+		case <-gctx.Done():
+			return nil
+		}
+		if err := c.writeAdminKubeconfig(); err != nil {
+			return err
+		}
+		return c.runControllers(gctx, c.api.LoopbackConfig())
+	})
+	err := g.Wait()
+	stopEtcd()
+	if eerr := <-etcdDone; err == nil {
+		err = eerr
+	}
+	return err
+}
+
+func (c *ControlPlane) writeAdminKubeconfig() error {
+	certPEM, err := os.ReadFile(c.pki.AdminCertFile)
+	if err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+	keyPEM, err := os.ReadFile(c.pki.AdminKeyFile)
+	if err != nil {
+		return fmt.Errorf("controlplane: %w", err)
+	}
+	return pki.WriteKubeconfig(c.AdminKubeconfig(), c.url, c.pki.ServerCA.CertPEM(), certPEM, keyPEM, "admin")
+}
+
+// runControllers runs the controllers until ctx ends.
+func (c *ControlPlane) runControllers(ctx context.Context, cfg *rest.Config) error {
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("controlplane: controller client: %w", err)
+	}
+	meta, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("controlplane: controller client: %w", err)
+	}
+	ns, err := namespace.New(namespace.Config{Client: client, Metadata: meta, Discovery: client.Discovery(), Logger: c.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ns.Run(gctx) })
+	g.Go(func() error {
+		select {
+		case <-ns.Ready():
+			close(c.ready)
+		case <-gctx.Done():
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// FirstIP returns the first usable address of a network (network + 1).
+func FirstIP(n *net.IPNet) net.IP {
+	ip := make(net.IP, len(n.IP))
+	copy(ip, n.IP.Mask(n.Mask))
+	for i := len(ip) - 1; i >= 0; i-- {
+		ip[i]++
+		if ip[i] != 0 {
+			break
+		}
+	}
+	return ip
+}
