@@ -1,0 +1,52 @@
+# tether — build, run and test. See README.md.
+SHELL := /bin/bash
+VERSION ?= 0.1.0
+GO ?= go
+LDFLAGS := -X tether/internal/version.Version=$(VERSION)
+DATA_DIR ?= /var/lib/tether/server
+# Test timeouts: the whole suite must stay well under 30 minutes on 2 cores.
+TEST_TIMEOUT ?= 20m
+
+.PHONY: all deps build run test test-unit test-integration test-e2e bench generate vet fmt clean
+
+all: build
+
+deps:
+	@hack/install-deps.sh
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/tether ./cmd/tether
+
+# Start a single-node control plane in the foreground.
+run: deps build
+	./bin/tether server --data-dir $(DATA_DIR)
+
+# The whole suite: unit, integration and end-to-end tests.
+test: deps build
+	$(GO) vet ./...
+	TETHER_BIN=$(CURDIR)/bin/tether $(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
+
+test-unit:
+	$(GO) test -short -count=1 ./...
+
+test-integration:
+	$(GO) test -count=1 ./test/integration/...
+
+test-e2e: build
+	TETHER_BIN=$(CURDIR)/bin/tether $(GO) test -count=1 -v ./test/e2e/...
+
+# Benchmarks print figures and ratios against raw etcd in the same run.
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/...
+
+generate:
+	hack/generate-openapi.sh
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin
