@@ -68,6 +68,10 @@ type Config struct {
 	// DisableWatchCache serves every read from etcd.
 	DisableWatchCache bool
 
+	// Audit configures the audit log. If Audit.Path is empty, requests are
+	// not audited.
+	Audit AuditConfig
+
 	// Version is tether's own version; /version reports
 	// v1.37.2+tether.<Version>. If empty, "dev".
 	Version string
@@ -195,6 +199,11 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 		UserAgent:       "tether-apiserver-loopback",
 	}
 	gc.LoopbackClientConfig = s.loopback
+
+	gc.AuditBackend, gc.AuditPolicyRuleEvaluator, err = newAudit(s.cfg.Audit)
+	if err != nil {
+		return nil, err
+	}
 
 	gc.Authentication.Authenticator, err = authn.New(authn.Config{ClientCA: clientCA})
 	if err != nil {

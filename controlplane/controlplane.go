@@ -52,6 +52,9 @@ type Config struct {
 	// ClusterCIDR is the pod network. Required.
 	ClusterCIDR *net.IPNet
 
+	// AuditLogPath is the audit log file. If empty, DataDir/audit.log.
+	AuditLogPath string
+
 	// Version is tether's version. If empty, "dev".
 	Version string
 	// Logger receives messages from every component. If nil, discarded.
@@ -97,6 +100,9 @@ func New(cfg Config) (*ControlPlane, error) {
 			cfg.AdvertiseAddress = cfg.BindAddress
 		}
 	}
+	if cfg.AuditLogPath == "" {
+		cfg.AuditLogPath = filepath.Join(cfg.DataDir, "audit.log")
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("controlplane: create data dir: %w", err)
 	}
@@ -128,6 +134,7 @@ func New(cfg Config) (*ControlPlane, error) {
 		ClientCAFile:     p.ClientCAFile,
 		ServerCAFile:     p.ServerCAFile,
 		Storage:          backend,
+		Audit:            apiserver.AuditConfig{Path: cfg.AuditLogPath},
 		Version:          cfg.Version,
 		Logger:           cfg.Logger,
 	})

@@ -27,6 +27,7 @@ type serverOptions struct {
 	ServiceClusterIPRange string
 	ClusterCIDR           string
 	DisableAgent          bool
+	AuditLogPath          string
 	Verbose               bool
 }
 
@@ -72,6 +73,7 @@ func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.EtcdKeyFile, "etcd-keyfile", "", "client key for the external etcd servers")
 	f.StringVar(&o.ServiceClusterIPRange, "service-cluster-ip-range", "10.96.0.0/12", "CIDR of Service cluster IPs")
 	f.StringVar(&o.ClusterCIDR, "cluster-cidr", "10.244.0.0/16", "CIDR of the pod network")
+	f.StringVar(&o.AuditLogPath, "audit-log-path", "", "JSON-lines audit log, rotated by size (default <data-dir>/audit.log)")
 	f.BoolVar(&o.DisableAgent, "disable-agent", false, "do not run a node agent on this machine")
 	f.BoolVarP(&o.Verbose, "verbose", "v", false, "log debug messages")
 	return cmd
@@ -82,7 +84,7 @@ func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
 func (o *serverOptions) config() (controlplane.Config, error) {
 	var errs []error
 	cfg := controlplane.Config{DataDir: o.DataDir, SecurePort: o.SecurePort, EtcdServers: o.EtcdServers,
-		EtcdCAFile: o.EtcdCAFile, EtcdCertFile: o.EtcdCertFile, EtcdKeyFile: o.EtcdKeyFile, Version: version.Version}
+		EtcdCAFile: o.EtcdCAFile, EtcdCertFile: o.EtcdCertFile, EtcdKeyFile: o.EtcdKeyFile, AuditLogPath: o.AuditLogPath, Version: version.Version}
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
 	}
