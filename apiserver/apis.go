@@ -60,10 +60,10 @@ func apiGroups(opts generic.RESTOptionsGetter) ([]*genericapiserver.APIGroupInfo
 	}
 	certificates["certificatesigningrequests/approval"] = registry.NewCSRApprovalStorage(csr)
 
-	// events.k8s.io/v1 is a second view of the core events: same storage,
-	// converted by the scheme.
-	events := map[string]rest.Storage{"events": core["events"]}
-	if err := registry.RegisterInScheme(registry.EventsV1); err != nil {
+	// events.k8s.io/v1 is a second view of the core events: the same etcd
+	// keys, with that API's own validation.
+	events := map[string]rest.Storage{}
+	if err := add(events, registry.EventsV1); err != nil {
 		return nil, err
 	}
 

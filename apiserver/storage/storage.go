@@ -61,6 +61,11 @@ var _ generic.RESTOptionsGetter = RESTOptions{}
 // GetRESTOptions implements generic.RESTOptionsGetter.
 func (o RESTOptions) GetRESTOptions(gr schema.GroupResource, _ runtime.Object) (generic.RESTOptions, error) {
 	cfg := o.Backend.Config()
+	if gr == eventsV1 {
+		// events.k8s.io/v1 is another view of the core events: same keys,
+		// same stored form.
+		gr = schema.GroupResource{Resource: "events"}
+	}
 	gv, err := storageVersion(gr.Group)
 	if err != nil {
 		return generic.RESTOptions{}, err
@@ -92,6 +97,8 @@ func (o RESTOptions) GetRESTOptions(gr schema.GroupResource, _ runtime.Object) (
 		ResourcePrefix:          prefix,
 	}, nil
 }
+
+var eventsV1 = schema.GroupResource{Group: "events.k8s.io", Resource: "events"}
 
 // storageVersion returns the version a group's objects are stored in.
 func storageVersion(group string) (schema.GroupVersion, error) {
