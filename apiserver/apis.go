@@ -3,10 +3,13 @@ package apiserver
 import (
 	"fmt"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/registry/generic"
 	"k8s.io/apiserver/pkg/registry/rest"
@@ -18,7 +21,15 @@ import (
 
 // apiGroups builds the storage of every served resource, grouped as the
 // generic server installs them. The core group comes first.
-func apiGroups(opts generic.RESTOptionsGetter) ([]*genericapiserver.APIGroupInfo, error) {
+// apiDeps are what some storages need beyond etcd: the authorizer for RBAC
+// escalation checks and the access reviews, and the token authenticator.
+type apiDeps struct {
+	escalation *registry.RBACEscalation
+	reviews    registry.ReviewConfig
+	tokens     registry.TokenRequestConfig
+}
+
+func apiGroups(opts generic.RESTOptionsGetter, deps apiDeps) ([]*genericapiserver.APIGroupInfo, error) {
 	core := map[string]rest.Storage{}
 	add := func(m map[string]rest.Storage, res *registry.Resource) error {
 		main, status, err := registry.NewStore(res, opts)
@@ -44,6 +55,7 @@ func apiGroups(opts generic.RESTOptionsGetter) ([]*genericapiserver.APIGroupInfo
 		return nil, err
 	}
 	core["namespaces"], core["namespaces/status"], core["namespaces/finalize"] = ns, nsStatus, nsFinalize
+	core["serviceaccounts/token"] = registry.NewTokenRequestStorage(deps.tokens)
 
 	coordination := map[string]rest.Storage{}
 	if err := add(coordination, registry.Leases); err != nil {
@@ -67,11 +79,20 @@ func apiGroups(opts generic.RESTOptionsGetter) ([]*genericapiserver.APIGroupInfo
 		return nil, err
 	}
 
+	rbac, err := registry.RBACStorage(opts, deps.escalation)
+	if err != nil {
+		return nil, err
+	}
+	authentication, authorization := registry.ReviewStorage(deps.reviews)
+
 	return []*genericapiserver.APIGroupInfo{
 		group(corev1.SchemeGroupVersion, core),
 		group(coordinationv1.SchemeGroupVersion, coordination),
 		group(certificatesv1.SchemeGroupVersion, certificates),
 		group(eventsv1.SchemeGroupVersion, events),
+		group(rbacv1.SchemeGroupVersion, rbac),
+		group(authenticationv1.SchemeGroupVersion, authentication),
+		group(authorizationv1.SchemeGroupVersion, authorization),
 	}, nil
 }
 

@@ -16,9 +16,9 @@ import (
 // SystemNamespaces exist in every cluster and are created at every start.
 var SystemNamespaces = []string{"default", "kube-system", "kube-public", "kube-node-lease"}
 
-// bootstrap creates the objects every cluster has. It retries until the
+// createSystemNamespaces creates the objects every cluster has. It retries until the
 // server answers or ctx ends.
-func bootstrap(ctx context.Context, client kubernetes.Interface, log *slog.Logger) error {
+func createSystemNamespaces(ctx context.Context, client kubernetes.Interface, log *slog.Logger) error {
 	for _, name := range SystemNamespaces {
 		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 			_, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})

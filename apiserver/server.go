@@ -12,6 +12,7 @@ package apiserver
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
@@ -26,8 +27,13 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/admission"
 	"k8s.io/apiserver/pkg/admission/plugin/namespace/lifecycle"
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	tokencache "k8s.io/apiserver/pkg/authentication/token/cache"
+	tokenunion "k8s.io/apiserver/pkg/authentication/token/union"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
 	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
@@ -37,11 +43,19 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"tether/apiserver/admission/noderestriction"
 	"tether/apiserver/authn"
+	"tether/apiserver/authn/bootstrap"
+	"tether/apiserver/authn/revocation"
+	"tether/apiserver/authn/serviceaccount"
 	"tether/apiserver/authz"
+	"tether/apiserver/authz/node"
+	"tether/apiserver/authz/rbac"
 	"tether/apiserver/openapi"
+	"tether/apiserver/registry"
 	"tether/apiserver/scheme"
 	"tether/apiserver/storage"
+	"tether/pki"
 )
 
 // Config configures the API server. A Config is not changed after New.
@@ -62,6 +76,15 @@ type Config struct {
 	// ServerCAFile is the CA of the serving certificate; in-process clients
 	// verify the server with it. Required.
 	ServerCAFile string
+	// ServiceAccountKeyFile is the ECDSA P-256 key that signs and verifies
+	// service-account tokens. Required.
+	ServiceAccountKeyFile string
+	// ServiceAccountIssuer is the iss of the tokens this server issues. If
+	// empty, https://kubernetes.default.svc.cluster.local.
+	ServiceAccountIssuer string
+	// APIAudiences are the audiences a token must name to be accepted here.
+	// If empty, the issuer.
+	APIAudiences []string
 
 	// Storage says where etcd is. Required.
 	Storage storage.Backend
@@ -79,6 +102,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultServiceAccountIssuer is the issuer of service-account tokens
+// unless --service-account-issuer says otherwise.
+const DefaultServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
+
 // Server is the API server. Create it with New, then call Run or Serve once.
 type Server struct {
 	cfg      Config
@@ -92,6 +119,7 @@ func New(cfg Config) (*Server, error) {
 	for name, v := range map[string]string{
 		"serving certificate file": cfg.ServingCertFile, "serving key file": cfg.ServingKeyFile,
 		"client CA file": cfg.ClientCAFile, "server CA file": cfg.ServerCAFile,
+		"service account key file": cfg.ServiceAccountKeyFile,
 	} {
 		if v == "" {
 			errs = append(errs, fmt.Errorf("apiserver: %s is required", name))
@@ -114,6 +142,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Version == "" {
 		cfg.Version = "dev"
+	}
+	if cfg.ServiceAccountIssuer == "" {
+		cfg.ServiceAccountIssuer = DefaultServiceAccountIssuer
+	}
+	if len(cfg.APIAudiences) == 0 {
+		cfg.APIAudiences = []string{cfg.ServiceAccountIssuer}
 	}
 	return &Server{cfg: cfg, ready: make(chan struct{})}, nil
 }
@@ -205,15 +239,6 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 		return nil, err
 	}
 
-	gc.Authentication.Authenticator, err = authn.New(authn.Config{ClientCA: clientCA})
-	if err != nil {
-		return nil, err
-	}
-	gc.Authorization.Authorizer, err = authz.New(authz.Config{PublicPaths: authn.PublicPaths})
-	if err != nil {
-		return nil, err
-	}
-
 	namer := openapinamer.NewDefinitionNamer(scheme.Scheme)
 	gc.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(openapi.GetOpenAPIDefinitions, namer)
 	gc.OpenAPIConfig.Info.Title = "Kubernetes"
@@ -228,6 +253,50 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 		return nil, fmt.Errorf("apiserver: loopback client: %w", err)
 	}
 	sharedInformers := informers.NewSharedInformerFactory(client, 10*time.Minute)
+
+	// Authorization: system:masters, the public paths, then the Node
+	// authorizer (authoritative for nodes), then RBAC.
+	rbacAuthz := rbac.New(sharedInformers)
+	nodeAuthz := node.New(sharedInformers)
+	fullAuthz, err := authz.New(authz.Config{PublicPaths: authn.PublicPaths, Extra: []authorizer.Authorizer{nodeAuthz, rbacAuthz}})
+	if err != nil {
+		return nil, err
+	}
+	gc.Authorization.Authorizer = fullAuthz
+	gc.RuleResolver = rbacAuthz
+
+	// Authentication: client certificates unless revoked, then bootstrap
+	// and service-account tokens (verified tokens cached for at most 10 s).
+	saKeyPEM, err := os.ReadFile(s.cfg.ServiceAccountKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("apiserver: service account key: %w", err)
+	}
+	saSigner, err := pki.ParseKeyPEM(saKeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("apiserver: service account key %s: %w", s.cfg.ServiceAccountKeyFile, err)
+	}
+	saKey, ok := saSigner.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("apiserver: service account key %s is not an ECDSA key", s.cfg.ServiceAccountKeyFile)
+	}
+	issuer, err := serviceaccount.NewIssuer(saKey, s.cfg.ServiceAccountIssuer)
+	if err != nil {
+		return nil, fmt.Errorf("apiserver: --service-account-issuer: %w", err)
+	}
+	getter := bootstrap.NewGetter(sharedInformers, client)
+	revoked := revocation.New(sharedInformers)
+	tokens := tokencache.New(tokenunion.New(
+		authenticator.WrapAudienceAgnosticToken(s.cfg.APIAudiences, bootstrap.New(getter)),
+		serviceaccount.NewAuthenticator(serviceaccount.AuthenticatorConfig{
+			Keys: []*ecdsa.PublicKey{&saKey.PublicKey}, Issuer: s.cfg.ServiceAccountIssuer,
+			Audiences: s.cfg.APIAudiences, Getter: getter,
+		}),
+	), false, 10*time.Second, time.Second)
+	gc.Authentication.APIAudiences = s.cfg.APIAudiences
+	gc.Authentication.Authenticator, err = authn.New(authn.Config{ClientCA: clientCA, Revoked: revoked, Token: tokens})
+	if err != nil {
+		return nil, err
+	}
 	nsLifecycle, err := lifecycle.NewLifecycle(sets.New("default", "kube-system", "kube-public"))
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: namespace lifecycle admission: %w", err)
@@ -237,7 +306,12 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 	if err := nsLifecycle.ValidateInitialization(); err != nil {
 		return nil, fmt.Errorf("apiserver: namespace lifecycle admission: %w", err)
 	}
-	gc.AdmissionControl = admission.NewChainHandler(nsLifecycle)
+	pods := sharedInformers.Core().V1().Pods()
+	nodeRestriction := noderestriction.New(pods.Lister(), pods.Informer().HasSynced)
+	if err := nodeRestriction.ValidateInitialization(); err != nil {
+		return nil, fmt.Errorf("apiserver: node restriction admission: %w", err)
+	}
+	gc.AdmissionControl = admission.NewChainHandler(nsLifecycle, nodeRestriction)
 
 	backend := s.cfg.Storage.Config()
 	stopReadyCheck := make(chan struct{})
@@ -253,10 +327,20 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: %w", err)
 	}
-	groups, err := apiGroups(storage.RESTOptions{Backend: s.cfg.Storage, DisableWatchCache: s.cfg.DisableWatchCache})
+	groups, err := apiGroups(storage.RESTOptions{Backend: s.cfg.Storage, DisableWatchCache: s.cfg.DisableWatchCache}, apiDeps{
+		escalation: &registry.RBACEscalation{Rules: rbacAuthz, Authorizer: fullAuthz},
+		reviews:    registry.ReviewConfig{Tokens: tokens, APIAudiences: s.cfg.APIAudiences, Authorizer: fullAuthz, Rules: rbacAuthz},
+		tokens:     registry.TokenRequestConfig{Issuer: issuer, Getter: getter, APIAudiences: s.cfg.APIAudiences},
+	})
 	if err != nil {
 		return nil, err
 	}
+	openID, jwks, err := serviceaccount.DiscoveryHandlers(s.cfg.ServiceAccountIssuer, "https://"+gc.ExternalAddress, []*ecdsa.PublicKey{&saKey.PublicKey})
+	if err != nil {
+		return nil, fmt.Errorf("apiserver: OIDC discovery: %w", err)
+	}
+	gs.Handler.NonGoRestfulMux.Handle(serviceaccount.OpenIDConfigPath, openID)
+	gs.Handler.NonGoRestfulMux.Handle(serviceaccount.JWKSPath, jwks)
 	if err := gs.InstallLegacyAPIGroup(genericapiserver.DefaultLegacyAPIPrefix, groups[0]); err != nil {
 		return nil, fmt.Errorf("apiserver: install core API: %w", err)
 	}
@@ -270,8 +354,19 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 		return nil
 	})
 	gs.AddPostStartHookOrDie("tether-bootstrap", func(hc genericapiserver.PostStartHookContext) error {
-		if err := bootstrap(hc, client, s.cfg.Logger); err != nil {
+		if err := createSystemNamespaces(hc, client, s.cfg.Logger); err != nil {
 			return err
+		}
+		if err := rbac.Reconcile(hc, client, s.cfg.Logger); err != nil {
+			return fmt.Errorf("apiserver: default RBAC policy: %w", err)
+		}
+		// Until the authorizers have synced, every non-master would be
+		// refused; the server is not ready before that.
+		err := wait.PollUntilContextTimeout(hc, 50*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+			return rbacAuthz.HasSynced() && nodeAuthz.HasSynced() && pods.Informer().HasSynced() && revoked.HasSynced(), nil
+		})
+		if err != nil {
+			return fmt.Errorf("apiserver: authorizer caches did not sync: %w", err)
 		}
 		close(s.ready)
 		return nil

@@ -21,6 +21,7 @@ import (
 
 	"tether/apiserver"
 	"tether/apiserver/storage"
+	"tether/controllers/clusterroleaggregation"
 	"tether/controllers/namespace"
 	"tether/pki"
 )
@@ -51,6 +52,12 @@ type Config struct {
 	ServiceClusterIPRange *net.IPNet
 	// ClusterCIDR is the pod network. Required.
 	ClusterCIDR *net.IPNet
+
+	// ServiceAccountIssuer is the iss of service-account tokens. If empty,
+	// https://kubernetes.default.svc.cluster.local.
+	ServiceAccountIssuer string
+	// APIAudiences are the audiences tokens must name. If empty, the issuer.
+	APIAudiences []string
 
 	// AuditLogPath is the audit log file. If empty, DataDir/audit.log.
 	AuditLogPath string
@@ -126,17 +133,20 @@ func New(cfg Config) (*ControlPlane, error) {
 	}
 	c.backend = backend
 	c.api, err = apiserver.New(apiserver.Config{
-		BindAddress:      cfg.BindAddress,
-		SecurePort:       cfg.SecurePort,
-		AdvertiseAddress: cfg.AdvertiseAddress,
-		ServingCertFile:  p.ServingCertFile,
-		ServingKeyFile:   p.ServingKeyFile,
-		ClientCAFile:     p.ClientCAFile,
-		ServerCAFile:     p.ServerCAFile,
-		Storage:          backend,
-		Audit:            apiserver.AuditConfig{Path: cfg.AuditLogPath},
-		Version:          cfg.Version,
-		Logger:           cfg.Logger,
+		BindAddress:           cfg.BindAddress,
+		SecurePort:            cfg.SecurePort,
+		AdvertiseAddress:      cfg.AdvertiseAddress,
+		ServingCertFile:       p.ServingCertFile,
+		ServingKeyFile:        p.ServingKeyFile,
+		ClientCAFile:          p.ClientCAFile,
+		ServerCAFile:          p.ServerCAFile,
+		ServiceAccountKeyFile: p.ServiceAccountKeyFile,
+		ServiceAccountIssuer:  cfg.ServiceAccountIssuer,
+		APIAudiences:          cfg.APIAudiences,
+		Storage:               backend,
+		Audit:                 apiserver.AuditConfig{Path: cfg.AuditLogPath},
+		Version:               cfg.Version,
+		Logger:                cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -220,7 +230,14 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 		if err := c.writeAdminKubeconfig(); err != nil {
 			return err
 		}
-		return c.runControllers(gctx, c.api.LoopbackConfig())
+		// The controllers reach the API server like any client: over its
+		// secure port, with their own identity, under RBAC (path P4).
+		id := newIdentity(c.pki.ClientCA, "system:kube-controller-manager")
+		cfg, err := id.restConfig(c.api.LoopbackConfig().Host, c.pki.ServerCA.CertPEM())
+		if err != nil {
+			return err
+		}
+		return c.runControllers(gctx, cfg)
 	})
 	err := g.Wait()
 	stopEtcd()
@@ -256,14 +273,22 @@ func (c *ControlPlane) runControllers(ctx context.Context, cfg *rest.Config) err
 	if err != nil {
 		return err
 	}
+	agg, err := clusterroleaggregation.New(clusterroleaggregation.Config{Client: client, Logger: c.cfg.Logger})
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ns.Run(gctx) })
+	g.Go(func() error { return agg.Run(gctx) })
 	g.Go(func() error {
-		select {
-		case <-ns.Ready():
-			close(c.ready)
-		case <-gctx.Done():
+		for _, ready := range []<-chan struct{}{ns.Ready(), agg.Ready()} {
+			select {
+			case <-ready:
+			case <-gctx.Done():
+				return nil
+			}
 		}
+		close(c.ready)
 		return nil
 	})
 	return g.Wait()

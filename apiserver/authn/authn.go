@@ -1,6 +1,7 @@
 // Package authn decides who is making a request to the API server. It builds
-// the chain of authenticators tried in order (client certificates first);
-// the first that recognises the request wins. Requests that no
+// the chain of authenticators tried in order — client certificates (minus
+// revoked serials), then bearer tokens (bootstrap tokens, service-account
+// tokens); the first that recognises the request wins. Requests that no
 // authenticator recognises are anonymous only on the few public paths;
 // elsewhere they are refused with 401 by the handler chain.
 package authn
@@ -12,21 +13,42 @@ import (
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/group"
 	"k8s.io/apiserver/pkg/authentication/request/anonymous"
+	"k8s.io/apiserver/pkg/authentication/request/bearertoken"
 	"k8s.io/apiserver/pkg/authentication/request/union"
+	"k8s.io/apiserver/pkg/authentication/request/websocket"
 	"k8s.io/apiserver/pkg/authentication/request/x509"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+
+	"tether/apiserver/authn/revocation"
+	"tether/apiserver/authn/serviceaccount"
 )
 
-// PublicPaths are the only paths an anonymous request may reach.
-var PublicPaths = []string{"/livez", "/readyz", "/healthz", "/version", "/version/"}
+// ClusterInfoPath is the one object an anonymous client may read: the
+// cluster-info ConfigMap that joining nodes verify against their CA pin.
+const ClusterInfoPath = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+
+// PublicPaths are the non-resource paths anyone may read, anonymous users
+// included: health, version, and the OIDC documents that let others verify
+// service-account tokens.
+var PublicPaths = []string{
+	"/livez", "/readyz", "/healthz", "/version", "/version/",
+	serviceaccount.OpenIDConfigPath, serviceaccount.JWKSPath,
+}
+
+// AnonymousPaths are the only paths an anonymous request reaches.
+var AnonymousPaths = append(append([]string{}, PublicPaths...), ClusterInfoPath)
 
 // Config lists the credentials the API server accepts.
 type Config struct {
 	// ClientCA verifies client certificates; the certificate's CN is the
 	// user name and its O entries are the groups. Required.
 	ClientCA dynamiccertificates.CAContentProvider
-	// Tokens are tried, in order, for bearer tokens. May be empty.
-	Tokens []authenticator.Request
+	// Revoked refuses client certificates whose serial it lists. If nil,
+	// no certificate is refused for its serial.
+	Revoked *revocation.List
+	// Token authenticates bearer tokens, from the Authorization header or a
+	// websocket protocol. If nil, tokens are not accepted.
+	Token authenticator.Token
 }
 
 // New returns the request authenticator for cfg.
@@ -34,10 +56,16 @@ func New(cfg Config) (authenticator.Request, error) {
 	if cfg.ClientCA == nil {
 		return nil, errors.New("authn: a client CA is required")
 	}
-	chain := []authenticator.Request{x509.NewDynamic(cfg.ClientCA.VerifyOptions, x509.CommonNameUserConversion)}
-	chain = append(chain, cfg.Tokens...)
+	var certs authenticator.Request = x509.NewDynamic(cfg.ClientCA.VerifyOptions, x509.CommonNameUserConversion)
+	if cfg.Revoked != nil {
+		certs = revocation.WrapX509(certs, cfg.Revoked)
+	}
+	chain := []authenticator.Request{certs}
+	if cfg.Token != nil {
+		chain = append(chain, bearertoken.New(cfg.Token), websocket.NewProtocolAuthenticator(cfg.Token))
+	}
 	var conds []apiserverapi.AnonymousAuthCondition
-	for _, p := range PublicPaths {
+	for _, p := range AnonymousPaths {
 		conds = append(conds, apiserverapi.AnonymousAuthCondition{Path: p})
 	}
 	// Authenticated users are also in system:authenticated; the anonymous

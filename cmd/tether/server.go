@@ -28,6 +28,8 @@ type serverOptions struct {
 	ClusterCIDR           string
 	DisableAgent          bool
 	AuditLogPath          string
+	ServiceAccountIssuer  string
+	APIAudiences          []string
 	Verbose               bool
 }
 
@@ -74,6 +76,8 @@ func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.ServiceClusterIPRange, "service-cluster-ip-range", "10.96.0.0/12", "CIDR of Service cluster IPs")
 	f.StringVar(&o.ClusterCIDR, "cluster-cidr", "10.244.0.0/16", "CIDR of the pod network")
 	f.StringVar(&o.AuditLogPath, "audit-log-path", "", "JSON-lines audit log, rotated by size (default <data-dir>/audit.log)")
+	f.StringVar(&o.ServiceAccountIssuer, "service-account-issuer", "https://kubernetes.default.svc.cluster.local", "issuer (iss) of service-account tokens; an https URL")
+	f.StringSliceVar(&o.APIAudiences, "api-audiences", nil, "audiences a token must name to be accepted (default: the issuer)")
 	f.BoolVar(&o.DisableAgent, "disable-agent", false, "do not run a node agent on this machine")
 	f.BoolVarP(&o.Verbose, "verbose", "v", false, "log debug messages")
 	return cmd
@@ -84,7 +88,7 @@ func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
 func (o *serverOptions) config() (controlplane.Config, error) {
 	var errs []error
 	cfg := controlplane.Config{DataDir: o.DataDir, SecurePort: o.SecurePort, EtcdServers: o.EtcdServers,
-		EtcdCAFile: o.EtcdCAFile, EtcdCertFile: o.EtcdCertFile, EtcdKeyFile: o.EtcdKeyFile, AuditLogPath: o.AuditLogPath, Version: version.Version}
+		EtcdCAFile: o.EtcdCAFile, EtcdCertFile: o.EtcdCertFile, EtcdKeyFile: o.EtcdKeyFile, AuditLogPath: o.AuditLogPath, ServiceAccountIssuer: o.ServiceAccountIssuer, APIAudiences: o.APIAudiences, Version: version.Version}
 	if o.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir must not be empty"))
 	}
