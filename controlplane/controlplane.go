@@ -39,7 +39,8 @@ type Config struct {
 	// (tests pass 127.0.0.1:0).
 	Listener net.Listener
 	// AdvertiseAddress is how clients and nodes reach the server. If nil,
-	// the bind address, or 127.0.0.1 when that is unspecified.
+	// the listener's or bind address when it is a specific one, else the
+	// source address of this machine's default route, else 127.0.0.1.
 	AdvertiseAddress net.IP
 
 	// EtcdServers selects an external etcd cluster. If empty, an embedded
@@ -102,10 +103,7 @@ func New(cfg Config) (*ControlPlane, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.AdvertiseAddress == nil {
-		cfg.AdvertiseAddress = net.IPv4(127, 0, 0, 1)
-		if cfg.BindAddress != nil && !cfg.BindAddress.IsUnspecified() {
-			cfg.AdvertiseAddress = cfg.BindAddress
-		}
+		cfg.AdvertiseAddress = defaultAdvertiseAddress(cfg)
 	}
 	if cfg.AuditLogPath == "" {
 		cfg.AuditLogPath = filepath.Join(cfg.DataDir, "audit.log")
@@ -305,4 +303,37 @@ func FirstIP(n *net.IPNet) net.IP {
 		}
 	}
 	return ip
+}
+
+// defaultAdvertiseAddress picks the address nodes should use to reach a
+// server that was not told one.
+func defaultAdvertiseAddress(cfg Config) net.IP {
+	if cfg.Listener != nil {
+		if a, ok := cfg.Listener.Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
+			return a.IP
+		}
+	}
+	if cfg.BindAddress != nil && !cfg.BindAddress.IsUnspecified() {
+		return cfg.BindAddress
+	}
+	if ip := defaultRouteIP(); ip != nil {
+		return ip
+	}
+	return net.IPv4(127, 0, 0, 1)
+}
+
+// defaultRouteIP returns the source address the kernel would use for
+// traffic leaving through the default route. Connecting a UDP socket only
+// looks up the route; no packet is sent.
+func defaultRouteIP() net.IP {
+	conn, err := net.Dial("udp4", "192.0.2.1:9") // TEST-NET-1: never contacted
+	if err != nil {
+		return nil
+	}
+	defer conn.Close()
+	a, ok := conn.LocalAddr().(*net.UDPAddr)
+	if !ok || a.IP.IsLoopback() || a.IP.IsUnspecified() {
+		return nil
+	}
+	return a.IP
 }
