@@ -24,7 +24,8 @@ type AuditConfig struct {
 }
 
 // newAudit returns the audit backend and policy: every request is recorded
-// once, when its response is complete, at Metadata level — who, what,
+// once, when its response is complete (watches also when they start), at
+// Metadata level — who, what,
 // which object, the result, source IPs and user agent, never a request or
 // response body, so no secret value or token reaches the log.
 func newAudit(cfg AuditConfig) (audit.Backend, audit.PolicyRuleEvaluator, error) {
@@ -50,7 +51,10 @@ func newAudit(cfg AuditConfig) (audit.Backend, audit.PolicyRuleEvaluator, error)
 	out := &lumberjack.Logger{Filename: cfg.Path, MaxSize: cfg.MaxSizeMB, MaxBackups: cfg.MaxBackups, Compress: false}
 	backend := auditlog.NewBackend(out, auditlog.FormatJson, auditv1.SchemeGroupVersion)
 	p := &auditinternal.Policy{
-		OmitStages: []auditinternal.Stage{auditinternal.StageRequestReceived, auditinternal.StageResponseStarted},
+		// ResponseStarted stays: failed authentications are recorded at
+		// that stage (and long-running requests such as watches get a line
+		// when they start as well as when they end).
+		OmitStages: []auditinternal.Stage{auditinternal.StageRequestReceived},
 		Rules:      []auditinternal.PolicyRule{{Level: auditinternal.LevelMetadata}},
 	}
 	return backend, policy.NewPolicyRuleEvaluator(p), nil

@@ -8,6 +8,7 @@ package authn
 
 import (
 	"errors"
+	"net/http"
 
 	apiserverapi "k8s.io/apiserver/pkg/apis/apiserver"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
@@ -70,5 +71,16 @@ func New(cfg Config) (authenticator.Request, error) {
 	}
 	// Authenticated users are also in system:authenticated; the anonymous
 	// authenticator comes last, so its user gets no such group.
-	return union.New(group.NewAuthenticatedGroupAdder(union.New(chain...)), anonymous.NewAuthenticator(conds)), nil
+	return union.New(group.NewAuthenticatedGroupAdder(union.New(chain...)), readOnly(anonymous.NewAuthenticator(conds))), nil
+}
+
+// readOnly lets auth see only GET and HEAD requests: anonymous users may
+// read the public paths, and any other method there is unauthenticated.
+func readOnly(auth authenticator.Request) authenticator.Request {
+	return authenticator.RequestFunc(func(req *http.Request) (*authenticator.Response, bool, error) {
+		if req.Method != http.MethodGet && req.Method != http.MethodHead {
+			return nil, false, nil
+		}
+		return auth.AuthenticateRequest(req)
+	})
 }
