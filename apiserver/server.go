@@ -285,6 +285,10 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 	}
 	getter := bootstrap.NewGetter(sharedInformers, client)
 	revoked := revocation.New(sharedInformers)
+	// A revoked certificate's open requests (watches above all) end at once.
+	gc.BuildHandlerChainFunc = func(h http.Handler, c *genericapiserver.Config) http.Handler {
+		return revoked.CancelOnRevoke(genericapiserver.DefaultBuildHandlerChain(h, c))
+	}
 	tokens := tokencache.New(tokenunion.New(
 		authenticator.WrapAudienceAgnosticToken(s.cfg.APIAudiences, bootstrap.New(getter)),
 		serviceaccount.NewAuthenticator(serviceaccount.AuthenticatorConfig{

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
@@ -21,8 +22,12 @@ import (
 
 	"tether/apiserver"
 	"tether/apiserver/storage"
+	"tether/controllers/bootstrapsigner"
 	"tether/controllers/clusterroleaggregation"
+	"tether/controllers/csrapproving"
+	"tether/controllers/csrsigning"
 	"tether/controllers/namespace"
+	"tether/controllers/tokencleaner"
 	"tether/pki"
 )
 
@@ -59,6 +64,10 @@ type Config struct {
 	ServiceAccountIssuer string
 	// APIAudiences are the audiences tokens must name. If empty, the issuer.
 	APIAudiences []string
+
+	// ClusterSigningDuration is the longest validity of certificates issued
+	// through the CSR API. If 0, 24 hours.
+	ClusterSigningDuration time.Duration
 
 	// AuditLogPath is the audit log file. If empty, DataDir/audit.log.
 	AuditLogPath string
@@ -275,11 +284,32 @@ func (c *ControlPlane) runControllers(ctx context.Context, cfg *rest.Config) err
 	if err != nil {
 		return err
 	}
+	clusterInfo, err := bootstrapsigner.New(bootstrapsigner.Config{Client: client, ServerURL: c.url, CACert: c.pki.ServerCA.CertPEM(), Logger: c.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	tokens, err := tokencleaner.New(tokencleaner.Config{Client: client, Logger: c.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	approver, err := csrapproving.New(csrapproving.Config{Client: client, Logger: c.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	signer, err := csrsigning.New(csrsigning.Config{Client: client, ClientCA: c.pki.ClientCA, ServerCA: c.pki.ServerCA,
+		MaxDuration: c.cfg.ClusterSigningDuration, Logger: c.cfg.Logger})
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ns.Run(gctx) })
 	g.Go(func() error { return agg.Run(gctx) })
+	g.Go(func() error { return clusterInfo.Run(gctx) })
+	g.Go(func() error { return tokens.Run(gctx) })
+	g.Go(func() error { return approver.Run(gctx) })
+	g.Go(func() error { return signer.Run(gctx) })
 	g.Go(func() error {
-		for _, ready := range []<-chan struct{}{ns.Ready(), agg.Ready()} {
+		for _, ready := range []<-chan struct{}{ns.Ready(), agg.Ready(), clusterInfo.Ready(), tokens.Ready(), approver.Ready(), signer.Ready()} {
 			select {
 			case <-ready:
 			case <-gctx.Done():
