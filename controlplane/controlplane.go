@@ -27,6 +27,8 @@ import (
 	"tether/controllers/csrapproving"
 	"tether/controllers/csrsigning"
 	"tether/controllers/namespace"
+	"tether/controllers/nodeipam"
+	"tether/controllers/nodelifecycle"
 	"tether/controllers/tokencleaner"
 	"tether/pki"
 )
@@ -301,7 +303,18 @@ func (c *ControlPlane) runControllers(ctx context.Context, cfg *rest.Config) err
 	if err != nil {
 		return err
 	}
+	ipam, err := nodeipam.New(nodeipam.Config{Client: client, ClusterCIDR: c.cfg.ClusterCIDR,
+		ServiceCIDR: c.cfg.ServiceClusterIPRange, Logger: c.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	lifecycle, err := nodelifecycle.New(nodelifecycle.Config{Client: client, Logger: c.cfg.Logger})
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ipam.Run(gctx) })
+	g.Go(func() error { return lifecycle.Run(gctx) })
 	g.Go(func() error { return ns.Run(gctx) })
 	g.Go(func() error { return agg.Run(gctx) })
 	g.Go(func() error { return clusterInfo.Run(gctx) })
@@ -309,7 +322,7 @@ func (c *ControlPlane) runControllers(ctx context.Context, cfg *rest.Config) err
 	g.Go(func() error { return approver.Run(gctx) })
 	g.Go(func() error { return signer.Run(gctx) })
 	g.Go(func() error {
-		for _, ready := range []<-chan struct{}{ns.Ready(), agg.Ready(), clusterInfo.Ready(), tokens.Ready(), approver.Ready(), signer.Ready()} {
+		for _, ready := range []<-chan struct{}{ns.Ready(), agg.Ready(), clusterInfo.Ready(), tokens.Ready(), approver.Ready(), signer.Ready(), ipam.Ready(), lifecycle.Ready()} {
 			select {
 			case <-ready:
 			case <-gctx.Done():

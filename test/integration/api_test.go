@@ -570,6 +570,12 @@ func testCSRApproval(t *testing.T, client kubernetes.Interface) {
 	if got.Spec.Username != "admin" {
 		t.Errorf("after approval, Spec.Username = %q, want %q", got.Spec.Username, "admin")
 	}
+	// The signer issues the certificate of an approved request; wait for
+	// it so that the updates below do not race its status write.
+	framework.Eventually(t, 15*time.Second, func() (bool, error) {
+		got, err := csrs.Get(ctx, csr.Name, metav1.GetOptions{})
+		return err == nil && len(got.Status.Certificate) > 0, err
+	})
 
 	t.Run("ApprovalIgnoresSpec", func(t *testing.T) {
 		cur, err := csrs.Get(ctx, csr.Name, metav1.GetOptions{})

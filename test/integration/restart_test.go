@@ -3,6 +3,7 @@ package integration
 import (
 	"strconv"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,10 +34,16 @@ func TestRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Create(secret) = %v", err)
 	}
-	node, err := client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "persisted-node"}}, metav1.CreateOptions{})
-	if err != nil {
+	if _, err := client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "persisted-node"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("Create(node) = %v", err)
 	}
+	// The pod CIDR allocator writes the node once; compare against that.
+	var node *corev1.Node
+	framework.Eventually(t, 10*time.Second, func() (bool, error) {
+		var err error
+		node, err = client.CoreV1().Nodes().Get(ctx, "persisted-node", metav1.GetOptions{})
+		return err == nil && node.Spec.PodCIDR != "", err
+	})
 	nsObj, err := client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("Get(namespace %s) = %v", ns, err)
