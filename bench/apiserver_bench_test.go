@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -70,6 +71,11 @@ const (
 func BenchmarkAPIServer(b *testing.B) {
 	ctx := b.Context()
 	out := os.Stdout
+	// Measure the server as `tether server` runs it (cmd/tether sets GOGC
+	// to 200 unless the environment sets it).
+	if os.Getenv("GOGC") == "" {
+		defer debug.SetGCPercent(debug.SetGCPercent(200))
+	}
 
 	cl := framework.StartCluster(b)
 	startMem := readMem()

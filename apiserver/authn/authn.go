@@ -57,7 +57,7 @@ func New(cfg Config) (authenticator.Request, error) {
 	if cfg.ClientCA == nil {
 		return nil, errors.New("authn: a client CA is required")
 	}
-	var certs authenticator.Request = x509.NewDynamic(cfg.ClientCA.VerifyOptions, x509.CommonNameUserConversion)
+	var certs authenticator.Request = newCachedX509(cfg.ClientCA.VerifyOptions, x509.NewDynamic(cfg.ClientCA.VerifyOptions, x509.CommonNameUserConversion))
 	if cfg.Revoked != nil {
 		certs = revocation.WrapX509(certs, cfg.Revoked)
 	}
