@@ -48,6 +48,8 @@ import (
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/workqueue"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
+
+	"tether/controllers/internal/queue"
 )
 
 // DefaultResyncPeriod is used when Config.ResyncPeriod is zero.
@@ -203,56 +205,36 @@ func (c *Controller) Ready() <-chan struct{} { return c.ready }
 // ctx ends after a successful start, and an error if the caches could not
 // be synced.
 func (c *Controller) Run(ctx context.Context) error {
-	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](minRetryDelay, maxRetryDelay),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "bootstrapsigner"},
-	)
+	c.queue = queue.New[string]("bootstrapsigner", minRetryDelay, maxRetryDelay)
 	defer c.queue.ShutDown()
 	for _, f := range c.factories {
 		defer f.Shutdown() // after ctx ends; waits for the informer goroutines
 	}
 
-	secretReg, err := c.secrets.AddEventHandler(cache.FilteringResourceEventHandler{
-		FilterFunc: isTokenSecret,
-		Handler:    c.handler(),
-	})
-	if err != nil {
-		return fmt.Errorf("bootstrapsigner: add secret event handler: %w", err)
-	}
-	defer func() { _ = c.secrets.RemoveEventHandler(secretReg) }()
-	cmReg, err := c.cms.AddEventHandler(cache.FilteringResourceEventHandler{
-		FilterFunc: isClusterInfo,
-		Handler:    c.handler(),
-	})
-	if err != nil {
-		return fmt.Errorf("bootstrapsigner: add configmap event handler: %w", err)
-	}
-	defer func() { _ = c.cms.RemoveEventHandler(cmReg) }()
-
+	starters := []queue.Starter{c.shared}
 	for _, f := range c.factories {
-		f.Start(ctx.Done())
+		starters = append(starters, f)
 	}
-	if c.shared != nil {
-		c.shared.Start(ctx.Done())
-	}
-	if !cache.WaitForCacheSync(ctx.Done(), secretReg.HasSynced, cmReg.HasSynced) {
-		if ctx.Err() != nil {
+	err := queue.Run(ctx, queue.Config[string]{
+		Queue: c.queue,
+		Sync:  c.syncKey,
+		Handlers: []queue.Handler{
+			{Informer: c.secrets, Handler: cache.FilteringResourceEventHandler{FilterFunc: isTokenSecret, Handler: c.handler()}},
+			{Informer: c.cms, Handler: cache.FilteringResourceEventHandler{FilterFunc: isClusterInfo, Handler: c.handler()}},
+		},
+		Informers: starters,
+		Start: func(context.Context) error {
+			c.log.Info("started", "server", c.serverURL)
+			c.queue.Add(queueKey) // publish cluster-info even if no event comes
 			return nil
-		}
-		return errors.New("bootstrapsigner: secret and configmap caches did not sync")
-	}
-	c.log.Info("started", "server", c.serverURL)
-
-	c.queue.Add(queueKey) // publish cluster-info even if no event comes
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for c.processNext(ctx) {
-		}
+		},
+		// Ready is closed by the first successful sync, not here.
+		Failed: c.failed,
+		Logger: c.log,
 	})
-	<-ctx.Done()
-	c.queue.ShutDown()
-	wg.Wait()
-	c.log.Info("stopped")
+	if err != nil {
+		return fmt.Errorf("bootstrapsigner: %w", err)
+	}
 	return nil
 }
 
@@ -285,30 +267,28 @@ func isClusterInfo(obj any) bool {
 	return ok && cm.Namespace == metav1.NamespacePublic && cm.Name == bootstrapapi.ConfigMapClusterInfo
 }
 
-func (c *Controller) processNext(ctx context.Context) bool {
-	key, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(key)
+// syncKey syncs cluster-info, the only key, and queues it again for the
+// next check. The first success closes Ready.
+func (c *Controller) syncKey(ctx context.Context, key string) error {
 	next, err := c.sync(ctx)
-	switch {
-	case err == nil:
-		c.queue.Forget(key)
-		c.queue.AddAfter(key, next)
-		c.readyOnce.Do(func() { close(c.ready) })
-	case ctx.Err() != nil:
-		// Shutting down; cluster-info is looked at again on the next start.
-	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err):
+	if err != nil {
+		return err
+	}
+	c.queue.AddAfter(key, next)
+	c.readyOnce.Do(func() { close(c.ready) })
+	return nil
+}
+
+// failed logs a failed sync of cluster-info, which is retried with
+// back-off.
+func (c *Controller) failed(_ string, err error) {
+	if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 		// The cache is behind a write (ours or another server's); the
 		// event that brings it up to date queues the item again.
 		c.log.Debug("cluster-info changed under us, retrying", "err", err)
-		c.queue.AddRateLimited(key)
-	default:
-		c.log.Error("sync cluster-info", "namespace", metav1.NamespacePublic, "name", bootstrapapi.ConfigMapClusterInfo, "err", err)
-		c.queue.AddRateLimited(key)
+		return
 	}
-	return true
+	c.log.Error("sync cluster-info", "namespace", metav1.NamespacePublic, "name", bootstrapapi.ConfigMapClusterInfo, "err", err)
 }
 
 // sync writes cluster-info if its content or signatures differ from what

@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -31,6 +30,8 @@ import (
 	rbaclisters "k8s.io/client-go/listers/rbac/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+
+	"tether/controllers/internal/queue"
 )
 
 // DefaultResyncPeriod is used when Config.ResyncPeriod is zero and the
@@ -75,8 +76,7 @@ type Controller struct {
 	lister   rbaclisters.ClusterRoleLister
 	log      *slog.Logger
 
-	ready     chan struct{}
-	readyOnce sync.Once
+	ready chan struct{}
 
 	queue workqueue.TypedRateLimitingInterface[string] // set by Run
 }
@@ -139,44 +139,37 @@ func (c *Controller) Ready() <-chan struct{} { return c.ready }
 // when ctx ends after a successful start, and an error if the cache could
 // not be synced.
 func (c *Controller) Run(ctx context.Context) error {
-	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](minRetryDelay, maxRetryDelay),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "clusterroleaggregation"},
-	)
+	c.queue = queue.New[string]("clusterroleaggregation", minRetryDelay, maxRetryDelay)
 	defer c.queue.ShutDown()
 	if c.owned {
 		defer c.factory.Shutdown() // after ctx ends; waits for the informer goroutines
 	}
 
-	reg, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.changed,
-		UpdateFunc: func(_, obj any) { c.changed(obj) },
-		DeleteFunc: c.changed,
+	err := queue.Run(ctx, queue.Config[string]{
+		Queue: c.queue,
+		Sync:  c.sync,
+		Handlers: []queue.Handler{{
+			Informer: c.informer,
+			Handler: cache.ResourceEventHandlerFuncs{
+				AddFunc:    c.changed,
+				UpdateFunc: func(_, obj any) { c.changed(obj) },
+				DeleteFunc: c.changed,
+			},
+		}},
+		Informers: []queue.Starter{c.factory},
+		Start: func(context.Context) error {
+			c.log.Info("started")
+			return nil
+		},
+		Ready: c.ready,
+		Failed: func(name string, err error) {
+			c.log.Error("aggregate clusterrole", "name", name, "err", err)
+		},
+		Logger: c.log,
 	})
 	if err != nil {
-		return fmt.Errorf("clusterroleaggregation: add event handler: %w", err)
+		return fmt.Errorf("clusterroleaggregation: %w", err)
 	}
-	defer func() { _ = c.informer.RemoveEventHandler(reg) }()
-
-	c.factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return errors.New("clusterroleaggregation: clusterrole cache did not sync")
-	}
-	c.readyOnce.Do(func() { close(c.ready) })
-	c.log.Info("started")
-
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for c.processNext(ctx) {
-		}
-	})
-	<-ctx.Done()
-	c.queue.ShutDown()
-	wg.Wait()
-	c.log.Info("stopped")
 	return nil
 }
 
@@ -192,25 +185,6 @@ func (c *Controller) changed(any) {
 	for _, obj := range objs {
 		c.queue.Add(obj.(*rbacv1.ClusterRole).Name)
 	}
-}
-
-func (c *Controller) processNext(ctx context.Context) bool {
-	name, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(name)
-	err := c.sync(ctx, name)
-	switch {
-	case err == nil:
-		c.queue.Forget(name)
-	case ctx.Err() != nil:
-		// Shutting down; the role is looked at again on the next start.
-	default:
-		c.log.Error("aggregate clusterrole", "name", name, "err", err)
-		c.queue.AddRateLimited(name)
-	}
-	return true
 }
 
 // sync sets the rules of one aggregated ClusterRole to its union.

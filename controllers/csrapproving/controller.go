@@ -33,7 +33,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -46,6 +45,9 @@ import (
 	certlisters "k8s.io/client-go/listers/certificates/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+
+	"tether/controllers/internal/certrequest"
+	"tether/controllers/internal/queue"
 )
 
 // Defaults used when the corresponding Config field is zero.
@@ -66,9 +68,6 @@ const (
 	EventApproved = "CSRApproved"
 	EventDenied   = "CSRDenied"
 )
-
-// eventNamespace holds the Events about requests, which are cluster-scoped.
-const eventNamespace = metav1.NamespaceDefault
 
 // component names the controller in Events and logs.
 const component = "csrapproving-controller"
@@ -104,11 +103,11 @@ type Controller struct {
 	informer cache.SharedIndexInformer
 	lister   certlisters.CertificateSigningRequestLister
 	log      *slog.Logger
+	events   certrequest.Recorder
 	workers  int
 	now      func() time.Time
 
-	ready     chan struct{}
-	readyOnce sync.Once
+	ready chan struct{}
 
 	queue workqueue.TypedRateLimitingInterface[string] // set by Run
 }
@@ -132,10 +131,12 @@ func New(cfg Config) (*Controller, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	log = log.With("component", component)
 	c := &Controller{
 		client:  cfg.Client,
 		factory: cfg.Informers,
-		log:     log.With("component", component),
+		log:     log,
+		events:  certrequest.Recorder{Client: cfg.Client, Component: component, Logger: log},
 		workers: cfg.Workers,
 		now:     time.Now,
 		ready:   make(chan struct{}),
@@ -166,44 +167,36 @@ func (c *Controller) Ready() <-chan struct{} { return c.ready }
 // nil when ctx ends after a successful start, and an error if the cache
 // could not be synced.
 func (c *Controller) Run(ctx context.Context) error {
-	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](minRetryDelay, maxRetryDelay),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "csrapproving"},
-	)
+	c.queue = queue.New[string]("csrapproving", minRetryDelay, maxRetryDelay)
 	defer c.queue.ShutDown()
 	if c.owned {
 		defer c.factory.Shutdown()
 	}
-	reg, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.enqueue,
-		UpdateFunc: func(_, obj any) { c.enqueue(obj) },
+	err := queue.Run(ctx, queue.Config[string]{
+		Queue:   c.queue,
+		Sync:    c.sync,
+		Workers: c.workers,
+		Handlers: []queue.Handler{{
+			Informer: c.informer,
+			Handler: cache.ResourceEventHandlerFuncs{
+				AddFunc:    c.enqueue,
+				UpdateFunc: func(_, obj any) { c.enqueue(obj) },
+			},
+		}},
+		Informers: []queue.Starter{c.factory},
+		Start: func(context.Context) error {
+			c.log.Info("started", "workers", c.workers)
+			return nil
+		},
+		Ready: c.ready,
+		Failed: func(name string, err error) {
+			c.log.Error("decide on certificatesigningrequest", "name", name, "err", err)
+		},
+		Logger: c.log,
 	})
 	if err != nil {
-		return fmt.Errorf("csrapproving: add event handler: %w", err)
+		return fmt.Errorf("csrapproving: %w", err)
 	}
-	defer func() { _ = c.informer.RemoveEventHandler(reg) }()
-
-	c.factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return errors.New("csrapproving: certificatesigningrequest cache did not sync")
-	}
-	c.readyOnce.Do(func() { close(c.ready) })
-	c.log.Info("started", "workers", c.workers)
-
-	var wg sync.WaitGroup
-	for range c.workers {
-		wg.Go(func() {
-			for c.processNext(ctx) {
-			}
-		})
-	}
-	<-ctx.Done()
-	c.queue.ShutDown()
-	wg.Wait()
-	c.log.Info("stopped")
 	return nil
 }
 
@@ -218,24 +211,6 @@ func (c *Controller) enqueue(obj any) {
 	case certificatesv1.KubeAPIServerClientKubeletSignerName, certificatesv1.KubeletServingSignerName:
 		c.queue.Add(csr.Name)
 	}
-}
-
-func (c *Controller) processNext(ctx context.Context) bool {
-	name, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(name)
-	err := c.sync(ctx, name)
-	switch {
-	case err == nil:
-		c.queue.Forget(name)
-	case ctx.Err() != nil:
-	default:
-		c.log.Error("decide on certificatesigningrequest", "name", name, "err", err)
-		c.queue.AddRateLimited(name)
-	}
-	return true
 }
 
 // sync decides on one request and writes the decision.
@@ -281,42 +256,8 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 	}
 	c.log.Info("decided", "name", name, "signer", csr.Spec.SignerName, "requester", csr.Spec.Username,
 		"decision", d.Action.String(), "reason", d.Reason, "message", d.Message)
-	c.event(ctx, updated, eventType, eventReason, d.Message)
+	c.events.Event(ctx, updated, eventType, eventReason, d.Message)
 	return nil
-}
-
-// event records an Event about csr. A failure is logged, not returned: the
-// decision is made and stays made.
-func (c *Controller) event(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, typ, reason, message string) {
-	now := metav1.NewTime(c.now())
-	const maxMessage = 1024
-	if len(message) > maxMessage {
-		message = message[:maxMessage]
-	}
-	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      fmt.Sprintf("%s.%x", csr.Name, now.UnixNano()),
-			Namespace: eventNamespace,
-		},
-		InvolvedObject: corev1.ObjectReference{
-			Kind:            "CertificateSigningRequest",
-			APIVersion:      certificatesv1.SchemeGroupVersion.String(),
-			Name:            csr.Name,
-			UID:             csr.UID,
-			ResourceVersion: csr.ResourceVersion,
-		},
-		Reason:              reason,
-		Message:             message,
-		Type:                typ,
-		Source:              corev1.EventSource{Component: component},
-		ReportingController: component,
-		FirstTimestamp:      now,
-		LastTimestamp:       now,
-		Count:               1,
-	}
-	if _, err := c.client.CoreV1().Events(eventNamespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		c.log.Error("record event", "name", csr.Name, "reason", reason, "err", err)
-	}
 }
 
 // apiFacts learns the facts of a decision from the apiserver. The Node is

@@ -7,8 +7,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -17,6 +15,8 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"tether/controllers/internal/certrequest"
 )
 
 // Identities of nodes, as the client-certificate authenticator reads them
@@ -131,7 +131,7 @@ func decided(csr *certificatesv1.CertificateSigningRequest) bool {
 
 // decideClient decides on a request to kubernetes.io/kube-apiserver-client-kubelet.
 func decideClient(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, f facts) (Decision, error) {
-	req, err := parseRequest(csr.Spec.Request)
+	req, err := certrequest.Parse(csr.Spec.Request)
 	if err != nil {
 		return deny(ReasonInvalidRequest, "%v", err), nil
 	}
@@ -192,7 +192,7 @@ func decideServing(ctx context.Context, csr *certificatesv1.CertificateSigningRe
 		return deny(ReasonRequesterNotAllowed,
 			"requester %q is not a node: a kubelet serving certificate is approved only for the node itself (user system:node:<name> in group %s)", user, nodesGroup), nil
 	}
-	req, err := parseRequest(csr.Spec.Request)
+	req, err := certrequest.Parse(csr.Spec.Request)
 	if err != nil {
 		return deny(ReasonInvalidRequest, "%v", err), nil
 	}
@@ -356,21 +356,4 @@ func listSANs(req *x509.CertificateRequest) []string {
 		sans = append(sans, "URI:"+u.String())
 	}
 	return sans
-}
-
-// parseRequest decodes a PEM CERTIFICATE REQUEST and checks that it is
-// signed by the key it carries.
-func parseRequest(data []byte) (*x509.CertificateRequest, error) {
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "CERTIFICATE REQUEST" {
-		return nil, errors.New("spec.request is not a PEM CERTIFICATE REQUEST")
-	}
-	req, err := x509.ParseCertificateRequest(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("spec.request: %w", err)
-	}
-	if err := req.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("spec.request: signature: %w", err)
-	}
-	return req, nil
 }

@@ -27,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -40,6 +39,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
+	"tether/controllers/internal/certrequest"
+	"tether/controllers/internal/queue"
 	"tether/pki"
 )
 
@@ -65,10 +66,8 @@ const (
 // ReasonFailed is the reason of the Failed condition, as upstream.
 const ReasonFailed = "SignerValidationFailure"
 
-const (
-	component      = "csrsigning-controller"
-	eventNamespace = metav1.NamespaceDefault
-)
+// component names the controller in Events and logs.
+const component = "csrsigning-controller"
 
 // Config configures a Controller. A Config is not changed after it is passed
 // to New.
@@ -110,10 +109,10 @@ type Controller struct {
 	informer cache.SharedIndexInformer
 	lister   certlisters.CertificateSigningRequestLister
 	log      *slog.Logger
+	events   certrequest.Recorder
 	workers  int
 
-	ready     chan struct{}
-	readyOnce sync.Once
+	ready chan struct{}
 
 	queue workqueue.TypedRateLimitingInterface[string] // set by Run
 }
@@ -145,11 +144,13 @@ func New(cfg Config) (*Controller, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	log = log.With("component", component)
 	c := &Controller{
 		client:  cfg.Client,
 		issuer:  issuer{clientCA: cfg.ClientCA, serverCA: cfg.ServerCA, maxDuration: cfg.MaxDuration},
 		factory: cfg.Informers,
-		log:     log.With("component", component),
+		log:     log,
+		events:  certrequest.Recorder{Client: cfg.Client, Component: component, Logger: log},
 		workers: cfg.Workers,
 		ready:   make(chan struct{}),
 	}
@@ -182,44 +183,36 @@ func (c *Controller) Ready() <-chan struct{} { return c.ready }
 // nil when ctx ends after a successful start, and an error if the cache
 // could not be synced.
 func (c *Controller) Run(ctx context.Context) error {
-	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](minRetryDelay, maxRetryDelay),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "csrsigning"},
-	)
+	c.queue = queue.New[string]("csrsigning", minRetryDelay, maxRetryDelay)
 	defer c.queue.ShutDown()
 	if c.owned {
 		defer c.factory.Shutdown()
 	}
-	reg, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.enqueue,
-		UpdateFunc: func(_, obj any) { c.enqueue(obj) },
+	err := queue.Run(ctx, queue.Config[string]{
+		Queue:   c.queue,
+		Sync:    c.sync,
+		Workers: c.workers,
+		Handlers: []queue.Handler{{
+			Informer: c.informer,
+			Handler: cache.ResourceEventHandlerFuncs{
+				AddFunc:    c.enqueue,
+				UpdateFunc: func(_, obj any) { c.enqueue(obj) },
+			},
+		}},
+		Informers: []queue.Starter{c.factory},
+		Start: func(context.Context) error {
+			c.log.Info("started", "workers", c.workers, "max_duration", c.issuer.maxDuration.String())
+			return nil
+		},
+		Ready: c.ready,
+		Failed: func(name string, err error) {
+			c.log.Error("sign certificatesigningrequest", "name", name, "err", err)
+		},
+		Logger: c.log,
 	})
 	if err != nil {
-		return fmt.Errorf("csrsigning: add event handler: %w", err)
+		return fmt.Errorf("csrsigning: %w", err)
 	}
-	defer func() { _ = c.informer.RemoveEventHandler(reg) }()
-
-	c.factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return errors.New("csrsigning: certificatesigningrequest cache did not sync")
-	}
-	c.readyOnce.Do(func() { close(c.ready) })
-	c.log.Info("started", "workers", c.workers, "max_duration", c.issuer.maxDuration.String())
-
-	var wg sync.WaitGroup
-	for range c.workers {
-		wg.Go(func() {
-			for c.processNext(ctx) {
-			}
-		})
-	}
-	<-ctx.Done()
-	c.queue.ShutDown()
-	wg.Wait()
-	c.log.Info("stopped")
 	return nil
 }
 
@@ -227,24 +220,6 @@ func (c *Controller) enqueue(obj any) {
 	if csr, ok := obj.(*certificatesv1.CertificateSigningRequest); ok && signable(csr) {
 		c.queue.Add(csr.Name)
 	}
-}
-
-func (c *Controller) processNext(ctx context.Context) bool {
-	name, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(name)
-	err := c.sync(ctx, name)
-	switch {
-	case err == nil:
-		c.queue.Forget(name)
-	case ctx.Err() != nil:
-	default:
-		c.log.Error("sign certificatesigningrequest", "name", name, "err", err)
-		c.queue.AddRateLimited(name)
-	}
-	return true
 }
 
 // sync signs one request, or marks it Failed.
@@ -287,46 +262,13 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 	}
 	if reqErr != nil {
 		c.log.Info("cannot sign", "name", name, "signer", csr.Spec.SignerName, "err", reqErr)
-		c.event(ctx, updated, corev1.EventTypeWarning, EventSigningFailed, "cannot sign: "+reqErr.msg)
+		c.events.Event(ctx, updated, corev1.EventTypeWarning, EventSigningFailed, "cannot sign: "+reqErr.msg)
 		return nil
 	}
 	msg := fmt.Sprintf("signed by %q for %s: serial %s, valid until %s", cert.Issuer.CommonName,
 		cert.Subject.CommonName, cert.SerialNumber.Text(16), cert.NotAfter.UTC().Format(time.RFC3339))
 	c.log.Info("signed", "name", name, "signer", csr.Spec.SignerName, "subject", cert.Subject.CommonName,
 		"serial", cert.SerialNumber.Text(16), "not_after", cert.NotAfter.UTC().Format(time.RFC3339))
-	c.event(ctx, updated, corev1.EventTypeNormal, EventSigned, msg)
+	c.events.Event(ctx, updated, corev1.EventTypeNormal, EventSigned, msg)
 	return nil
-}
-
-// event records an Event about csr. A failure is logged, not returned.
-func (c *Controller) event(ctx context.Context, csr *certificatesv1.CertificateSigningRequest, typ, reason, message string) {
-	now := metav1.Now()
-	const maxMessage = 1024
-	if len(message) > maxMessage {
-		message = message[:maxMessage]
-	}
-	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:      fmt.Sprintf("%s.%x", csr.Name, now.UnixNano()),
-			Namespace: eventNamespace,
-		},
-		InvolvedObject: corev1.ObjectReference{
-			Kind:            "CertificateSigningRequest",
-			APIVersion:      certificatesv1.SchemeGroupVersion.String(),
-			Name:            csr.Name,
-			UID:             csr.UID,
-			ResourceVersion: csr.ResourceVersion,
-		},
-		Reason:              reason,
-		Message:             message,
-		Type:                typ,
-		Source:              corev1.EventSource{Component: component},
-		ReportingController: component,
-		FirstTimestamp:      now,
-		LastTimestamp:       now,
-		Count:               1,
-	}
-	if _, err := c.client.CoreV1().Events(eventNamespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		c.log.Error("record event", "name", csr.Name, "reason", reason, "err", err)
-	}
 }

@@ -2,8 +2,6 @@ package csrsigning
 
 import (
 	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,6 +10,7 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"tether/controllers/internal/certrequest"
 	"tether/pki"
 )
 
@@ -111,7 +110,7 @@ func (s *issuer) sign(csr *certificatesv1.CertificateSigningRequest) (*x509.Cert
 	if !ok {
 		return nil, badRequest("signer %q is not served here", csr.Spec.SignerName)
 	}
-	req, err := parseRequest(csr.Spec.Request)
+	req, err := certrequest.Parse(csr.Spec.Request)
 	if err != nil {
 		return nil, &requestError{msg: err.Error()}
 	}
@@ -184,21 +183,4 @@ func checkNodeSubject(req *x509.CertificateRequest) error {
 		return badRequest("subject O %q must be exactly [%s]", o, nodesGroup)
 	}
 	return nil
-}
-
-// parseRequest decodes a PEM CERTIFICATE REQUEST and checks that it is
-// signed by the key it carries.
-func parseRequest(data []byte) (*x509.CertificateRequest, error) {
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "CERTIFICATE REQUEST" {
-		return nil, errors.New("spec.request is not a PEM CERTIFICATE REQUEST")
-	}
-	req, err := x509.ParseCertificateRequest(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("spec.request: %w", err)
-	}
-	if err := req.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("spec.request: signature: %w", err)
-	}
-	return req, nil
 }

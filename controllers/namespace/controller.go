@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -31,6 +30,8 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+
+	"tether/controllers/internal/queue"
 )
 
 // Defaults used when the corresponding Config field is zero.
@@ -77,8 +78,7 @@ type Controller struct {
 	workers   int
 	resync    time.Duration
 
-	ready     chan struct{}
-	readyOnce sync.Once
+	ready chan struct{}
 
 	// Set by Run.
 	lister corelisters.NamespaceLister
@@ -139,10 +139,7 @@ func (c *Controller) Ready() <-chan struct{} { return c.ready }
 // Run is left. Run returns nil when ctx ends after a successful start, and
 // an error if the namespace cache could not be synced.
 func (c *Controller) Run(ctx context.Context) error {
-	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](minRetryDelay, maxRetryDelay),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "namespace"},
-	)
+	c.queue = queue.New[string]("namespace", minRetryDelay, maxRetryDelay)
 	defer c.queue.ShutDown() // also on early return; shutting down twice is fine
 
 	factory := informers.NewSharedInformerFactory(c.client, c.resync)
@@ -157,27 +154,23 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("namespace: add event handler: %w", err)
 	}
 
-	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		if ctx.Err() != nil {
+	err := queue.Run(ctx, queue.Config[string]{
+		Queue:     c.queue,
+		Sync:      c.sync,
+		Workers:   c.workers,
+		Informers: []queue.Starter{factory},
+		Synced:    []cache.InformerSynced{informer.HasSynced},
+		Start: func(context.Context) error {
+			c.log.Info("started", "workers", c.workers)
 			return nil
-		}
-		return errors.New("namespace: namespace cache did not sync")
+		},
+		Ready:  c.ready,
+		Failed: c.failed,
+		Logger: c.log,
+	})
+	if err != nil {
+		return fmt.Errorf("namespace: %w", err)
 	}
-	c.readyOnce.Do(func() { close(c.ready) })
-	c.log.Info("started", "workers", c.workers)
-
-	var wg sync.WaitGroup
-	for range c.workers {
-		wg.Go(func() {
-			for c.processNext(ctx) {
-			}
-		})
-	}
-	<-ctx.Done()
-	c.queue.ShutDown()
-	wg.Wait()
-	c.log.Info("stopped")
 	return nil
 }
 
@@ -191,29 +184,13 @@ func (c *Controller) enqueue(obj any) {
 	c.queue.Add(ns.Name)
 }
 
-// processNext handles one queued namespace and reports whether the worker
-// should continue.
-func (c *Controller) processNext(ctx context.Context) bool {
-	name, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(name)
-
-	err := c.sync(ctx, name)
-	switch {
-	case err == nil:
-		c.queue.Forget(name)
-	case ctx.Err() != nil:
-		// Shutting down; the namespace is picked up again on the next start.
-	case errors.Is(err, errContentRemaining):
+// failed logs a namespace whose sync failed and is retried with back-off.
+func (c *Controller) failed(name string, err error) {
+	if errors.Is(err, errContentRemaining) {
 		c.log.Info("namespace not empty yet, will retry", "name", name, "err", err)
-		c.queue.AddRateLimited(name)
-	default:
-		c.log.Error("sync namespace", "name", name, "err", err)
-		c.queue.AddRateLimited(name)
+		return
 	}
-	return true
+	c.log.Error("sync namespace", "name", name, "err", err)
 }
 
 // sync brings one namespace one step closer to being gone.

@@ -31,7 +31,6 @@ import (
 	"log/slog"
 	"net"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -49,6 +48,8 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+
+	"tether/controllers/internal/queue"
 )
 
 // DefaultNodeMaskSize is the prefix length of a node's pod CIDR when
@@ -102,8 +103,7 @@ type Controller struct {
 	cidrs   *cidrSet
 	log     *slog.Logger
 
-	ready     chan struct{}
-	readyOnce sync.Once
+	ready chan struct{}
 
 	// Set by Run.
 	lister   corelisters.NodeLister
@@ -167,10 +167,7 @@ func (c *Controller) Ready() <-chan struct{} { return c.ready }
 // after). Run returns nil when ctx ends after a successful start, and an
 // error if the Node cache could not be synced.
 func (c *Controller) Run(ctx context.Context) error {
-	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](minRetryDelay, maxRetryDelay),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "nodeipam"},
-	)
+	c.queue = queue.New[string]("nodeipam", minRetryDelay, maxRetryDelay)
 	defer c.queue.ShutDown()
 
 	// client-go's event machinery logs through klog; send that to our logger.
@@ -202,38 +199,38 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("nodeipam: add event handler: %w", err)
 	}
 
-	factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return errors.New("nodeipam: node cache did not sync")
+	err := queue.Run(ctx, queue.Config[string]{
+		Queue:     c.queue,
+		Sync:      c.sync,
+		Workers:   workers,
+		Informers: []queue.Starter{factory},
+		Synced:    []cache.InformerSynced{informer.HasSynced},
+		Start:     c.start,
+		Ready:     c.ready,
+		Failed: func(name string, err error) {
+			c.log.Error("sync node", "node", name, "err", err)
+		},
+		Logger: c.log,
+	})
+	if err != nil {
+		return fmt.Errorf("nodeipam: %w", err)
 	}
-	// Record every pod CIDR in use before the first allocation. The
-	// workers have not started, so nothing is allocated from a partial
-	// record; Nodes added from now on are queued and seen by a worker.
+	return nil
+}
+
+// start records every pod CIDR in use before the first allocation. The
+// workers have not started, so nothing is allocated from a partial record;
+// Nodes added from now on are queued and seen by a worker.
+func (c *Controller) start(context.Context) error {
 	all, err := c.lister.List(labels.Everything())
 	if err != nil {
-		return fmt.Errorf("nodeipam: list nodes from cache: %w", err)
+		return fmt.Errorf("list nodes from cache: %w", err)
 	}
 	for _, node := range all {
 		c.occupy(node)
 	}
 	used, total := c.cidrs.usage()
 	c.log.Info("started", "clusterCIDR", c.cluster.String(), "nodeMaskSize", c.cidrs.maskSize, "used", used, "subnets", total)
-	c.readyOnce.Do(func() { close(c.ready) })
-
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for c.processNext(ctx) {
-			}
-		})
-	}
-	<-ctx.Done()
-	c.queue.ShutDown()
-	wg.Wait()
-	c.log.Info("stopped")
 	return nil
 }
 
@@ -247,31 +244,10 @@ func (c *Controller) enqueue(obj any) {
 	c.queue.Add(key)
 }
 
-// processNext handles one queued Node and reports whether the worker
-// should continue. The queue never hands the same Node to two workers at
+// sync makes sure Node name has a pod CIDR, or releases the one it had if
+// the Node is gone. The queue never hands the same Node to two workers at
 // once; different Nodes are allocated concurrently, and the cidrSet's lock
 // keeps them from getting the same subnet.
-func (c *Controller) processNext(ctx context.Context) bool {
-	name, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(name)
-
-	switch err := c.sync(ctx, name); {
-	case err == nil:
-		c.queue.Forget(name)
-	case ctx.Err() != nil:
-		// Shutting down; the Node is looked at again on the next start.
-	default:
-		c.log.Error("sync node", "node", name, "err", err)
-		c.queue.AddRateLimited(name)
-	}
-	return true
-}
-
-// sync makes sure Node name has a pod CIDR, or releases the one it had if
-// the Node is gone.
 func (c *Controller) sync(ctx context.Context, name string) error {
 	node, err := c.lister.Get(name)
 	if apierrors.IsNotFound(err) {

@@ -57,6 +57,8 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+
+	"tether/controllers/internal/queue"
 )
 
 // Defaults used when the corresponding Config field is zero.
@@ -111,8 +113,7 @@ type Controller struct {
 	log     *slog.Logger
 	now     func() time.Time
 
-	ready     chan struct{}
-	readyOnce sync.Once
+	ready chan struct{}
 
 	mu     sync.Mutex
 	health map[string]*health // by node name
@@ -192,10 +193,7 @@ func (c *Controller) Ready() <-chan struct{} { return c.ready }
 // down (its goroutines exit right after). Run returns nil when ctx ends
 // after a successful start, and an error if a cache could not be synced.
 func (c *Controller) Run(ctx context.Context) error {
-	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](minRetryDelay, maxRetryDelay),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "nodelifecycle"},
-	)
+	c.queue = queue.New[string]("nodelifecycle", minRetryDelay, maxRetryDelay)
 	defer c.queue.ShutDown()
 
 	// client-go's event machinery logs through klog; send that to our logger.
@@ -233,41 +231,41 @@ func (c *Controller) Run(ctx context.Context) error {
 		return fmt.Errorf("nodelifecycle: add lease event handler: %w", err)
 	}
 
-	nodeFactory.Start(ctx.Done())
-	leaseFactory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), nodeInformer.HasSynced, leaseInformer.HasSynced) {
-		if ctx.Err() != nil {
+	var monitor sync.WaitGroup
+	defer monitor.Wait() // before the informers stop; the monitor ends with ctx
+	err := queue.Run(ctx, queue.Config[string]{
+		Queue:     c.queue,
+		Sync:      c.sync,
+		Workers:   workers,
+		Informers: []queue.Starter{nodeFactory, leaseFactory},
+		Synced:    []cache.InformerSynced{nodeInformer.HasSynced, leaseInformer.HasSynced},
+		Start: func(ctx context.Context) error {
+			c.log.Info("started", "gracePeriod", c.grace, "monitorPeriod", c.monitor)
+			monitor.Go(func() { c.monitorLoop(ctx) })
 			return nil
-		}
-		return errors.New("nodelifecycle: node and lease caches did not sync")
-	}
-	c.readyOnce.Do(func() { close(c.ready) })
-	c.log.Info("started", "gracePeriod", c.grace, "monitorPeriod", c.monitor)
-
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for c.processNext(ctx) {
-			}
-		})
-	}
-	wg.Go(func() {
-		t := time.NewTicker(c.monitor)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				c.enqueueAll()
-			}
-		}
+		},
+		Ready:  c.ready,
+		Failed: c.failed,
+		Logger: c.log,
 	})
-	<-ctx.Done()
-	c.queue.ShutDown()
-	wg.Wait()
-	c.log.Info("stopped")
+	if err != nil {
+		return fmt.Errorf("nodelifecycle: %w", err)
+	}
 	return nil
+}
+
+// monitorLoop queues every node each monitor period until ctx ends.
+func (c *Controller) monitorLoop(ctx context.Context) {
+	t := time.NewTicker(c.monitor)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c.enqueueAll()
+		}
+	}
 }
 
 // nodeChanged notes the node's heartbeat and queues it.
@@ -383,30 +381,15 @@ func (c *Controller) enqueueAll() {
 	}
 }
 
-// processNext handles one queued Node and reports whether the worker
-// should continue.
-func (c *Controller) processNext(ctx context.Context) bool {
-	name, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(name)
-
-	switch err := c.sync(ctx, name); {
-	case err == nil:
-		c.queue.Forget(name)
-	case ctx.Err() != nil:
-		// Shutting down.
-	case apierrors.IsConflict(err):
+// failed logs a Node whose sync failed and is retried with back-off.
+func (c *Controller) failed(name string, err error) {
+	if apierrors.IsConflict(err) {
 		// The kubelet (or someone) wrote the Node first; look again at
 		// the fresh copy.
 		c.log.Debug("node changed while being updated, retrying", "node", name, "err", err)
-		c.queue.AddRateLimited(name)
-	default:
-		c.log.Error("sync node", "node", name, "err", err)
-		c.queue.AddRateLimited(name)
+		return
 	}
-	return true
+	c.log.Error("sync node", "node", name, "err", err)
 }
 
 // sync marks Node name Unknown if it has been silent too long, and brings

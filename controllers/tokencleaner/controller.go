@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -34,6 +33,8 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	bootstrapsecrets "k8s.io/cluster-bootstrap/util/secrets"
+
+	"tether/controllers/internal/queue"
 )
 
 // DefaultResyncPeriod is used when Config.ResyncPeriod is zero and the
@@ -77,8 +78,7 @@ type Controller struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	ready     chan struct{}
-	readyOnce sync.Once
+	ready chan struct{}
 
 	queue workqueue.TypedRateLimitingInterface[string] // set by Run; keys are Secret names
 }
@@ -132,43 +132,36 @@ func (c *Controller) Ready() <-chan struct{} { return c.ready }
 // removed; an owned informer has stopped. Run returns nil when ctx ends
 // after a successful start, and an error if the cache could not be synced.
 func (c *Controller) Run(ctx context.Context) error {
-	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](minRetryDelay, maxRetryDelay),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "tokencleaner"},
-	)
+	c.queue = queue.New[string]("tokencleaner", minRetryDelay, maxRetryDelay)
 	defer c.queue.ShutDown()
 	if c.owned {
 		defer c.factory.Shutdown() // after ctx ends; waits for the informer goroutines
 	}
 
-	reg, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.enqueue,
-		UpdateFunc: func(_, obj any) { c.enqueue(obj) },
+	err := queue.Run(ctx, queue.Config[string]{
+		Queue: c.queue,
+		Sync:  c.sync,
+		Handlers: []queue.Handler{{
+			Informer: c.informer,
+			Handler: cache.ResourceEventHandlerFuncs{
+				AddFunc:    c.enqueue,
+				UpdateFunc: func(_, obj any) { c.enqueue(obj) },
+			},
+		}},
+		Informers: []queue.Starter{c.factory},
+		Start: func(context.Context) error {
+			c.log.Info("started")
+			return nil
+		},
+		Ready: c.ready,
+		Failed: func(name string, err error) {
+			c.log.Error("delete expired bootstrap token", "namespace", metav1.NamespaceSystem, "name", name, "err", err)
+		},
+		Logger: c.log,
 	})
 	if err != nil {
-		return fmt.Errorf("tokencleaner: add event handler: %w", err)
+		return fmt.Errorf("tokencleaner: %w", err)
 	}
-	defer func() { _ = c.informer.RemoveEventHandler(reg) }()
-
-	c.factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return errors.New("tokencleaner: secret cache did not sync")
-	}
-	c.readyOnce.Do(func() { close(c.ready) })
-	c.log.Info("started")
-
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for c.processNext(ctx) {
-		}
-	})
-	<-ctx.Done()
-	c.queue.ShutDown()
-	wg.Wait()
-	c.log.Info("stopped")
 	return nil
 }
 
@@ -179,25 +172,6 @@ func (c *Controller) enqueue(obj any) {
 		return
 	}
 	c.queue.Add(s.Name)
-}
-
-func (c *Controller) processNext(ctx context.Context) bool {
-	name, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(name)
-	err := c.sync(ctx, name)
-	switch {
-	case err == nil:
-		c.queue.Forget(name)
-	case ctx.Err() != nil:
-		// Shutting down; the token is looked at again on the next start.
-	default:
-		c.log.Error("delete expired bootstrap token", "namespace", metav1.NamespaceSystem, "name", name, "err", err)
-		c.queue.AddRateLimited(name)
-	}
-	return true
 }
 
 // sync deletes the token Secret name if it has expired, and otherwise
