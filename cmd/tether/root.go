@@ -25,7 +25,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newServerCommand(stdout, stderr), newTokenCommand(stdout), newNodeCommand(stdout, stderr), newVersionCommand(stdout))
+	root.AddCommand(newServerCommand(stdout, stderr), newTokenCommand(stdout), newNodeCommand(stdout, stderr), newAgentCommand(stdout, stderr), newVersionCommand(stdout))
 	return root.ExecuteContext(ctx)
 }
 

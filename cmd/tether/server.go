@@ -7,30 +7,37 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"tether/controlplane"
 	"tether/internal/version"
+	"tether/kubelet"
 )
 
 // serverOptions are the flags of `tether server`.
 type serverOptions struct {
-	DataDir               string
-	BindAddress           string
-	SecurePort            int
-	AdvertiseAddress      string
-	EtcdServers           []string
-	EtcdCAFile            string
-	EtcdCertFile          string
-	EtcdKeyFile           string
-	ServiceClusterIPRange string
-	ClusterCIDR           string
-	DisableAgent          bool
-	AuditLogPath          string
-	ServiceAccountIssuer  string
-	APIAudiences          []string
-	Verbose               bool
+	DataDir                string
+	BindAddress            string
+	SecurePort             int
+	AdvertiseAddress       string
+	EtcdServers            []string
+	EtcdCAFile             string
+	EtcdCertFile           string
+	EtcdKeyFile            string
+	ServiceClusterIPRange  string
+	ClusterCIDR            string
+	DisableAgent           bool
+	NodeName               string
+	KubeletPort            int
+	AuditLogPath           string
+	ClusterSigningDuration time.Duration
+	ServiceAccountIssuer   string
+	APIAudiences           []string
+	Verbose                bool
 }
 
 func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -53,15 +60,24 @@ func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			go func() {
+			// The control plane and the local agent stop together: the
+			// first to fail stops the other.
+			g, ctx := errgroup.WithContext(cmd.Context())
+			g.Go(func() error { return cp.Run(ctx) })
+			g.Go(func() error {
 				select {
 				case <-cp.Ready():
-					fmt.Fprintf(stdout, "tether server is ready at %s\n", cp.URL())
-					fmt.Fprintf(stdout, "To use it with kubectl:\n  export KUBECONFIG=%s\n  kubectl get namespaces\n", cp.AdminKubeconfig())
-				case <-cmd.Context().Done():
+				case <-ctx.Done():
+					return nil
 				}
-			}()
-			return cp.Run(cmd.Context())
+				fmt.Fprintf(stdout, "tether server is ready at %s\n", cp.URL())
+				fmt.Fprintf(stdout, "To use it with kubectl:\n  export KUBECONFIG=%s\n  kubectl get namespaces\n", cp.AdminKubeconfig())
+				if o.DisableAgent {
+					return nil
+				}
+				return runLocalAgent(ctx, cp, o.DataDir, o.NodeName, o.KubeletPort, cfg.Logger.With("component", "local-agent"), stdout)
+			})
+			return g.Wait()
 		},
 	}
 	f := cmd.Flags()
@@ -78,7 +94,10 @@ func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.AuditLogPath, "audit-log-path", "", "JSON-lines audit log, rotated by size (default <data-dir>/audit.log)")
 	f.StringVar(&o.ServiceAccountIssuer, "service-account-issuer", "https://kubernetes.default.svc.cluster.local", "issuer (iss) of service-account tokens; an https URL")
 	f.StringSliceVar(&o.APIAudiences, "api-audiences", nil, "audiences a token must name to be accepted (default: the issuer)")
+	f.DurationVar(&o.ClusterSigningDuration, "cluster-signing-duration", 24*time.Hour, "longest validity of certificates issued through the CSR API (node client and serving certificates)")
 	f.BoolVar(&o.DisableAgent, "disable-agent", false, "do not run a node agent on this machine")
+	f.StringVar(&o.NodeName, "node-name", "", "name of the local agent's Node (default: the host name, lower-cased)")
+	f.IntVar(&o.KubeletPort, "kubelet-port", kubelet.DefaultKubeletPort, "HTTPS port of the local agent's kubelet, on the advertise address")
 	f.BoolVarP(&o.Verbose, "verbose", "v", false, "log debug messages")
 	return cmd
 }
@@ -103,12 +122,24 @@ func (o *serverOptions) config() (controlplane.Config, error) {
 	if o.SecurePort < 1 || o.SecurePort > 65535 {
 		errs = append(errs, fmt.Errorf("--secure-port %d is not between 1 and 65535", o.SecurePort))
 	}
+	if o.ClusterSigningDuration <= 0 {
+		errs = append(errs, fmt.Errorf("--cluster-signing-duration %s must be positive", o.ClusterSigningDuration))
+	}
+	cfg.ClusterSigningDuration = o.ClusterSigningDuration
 	var err error
 	if _, cfg.ServiceClusterIPRange, err = net.ParseCIDR(o.ServiceClusterIPRange); err != nil {
 		errs = append(errs, fmt.Errorf("--service-cluster-ip-range %q is not a CIDR", o.ServiceClusterIPRange))
 	}
 	if _, cfg.ClusterCIDR, err = net.ParseCIDR(o.ClusterCIDR); err != nil {
 		errs = append(errs, fmt.Errorf("--cluster-cidr %q is not a CIDR", o.ClusterCIDR))
+	}
+	if o.NodeName != "" {
+		if msgs := validation.IsDNS1123Subdomain(o.NodeName); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("--node-name %q: %s", o.NodeName, strings.Join(msgs, "; ")))
+		}
+	}
+	if o.KubeletPort < 1 || o.KubeletPort > 65535 {
+		errs = append(errs, fmt.Errorf("--kubelet-port %d is not between 1 and 65535", o.KubeletPort))
 	}
 	for _, s := range o.EtcdServers {
 		if !strings.HasPrefix(s, "https://") && !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "unix://") {
