@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +36,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	clientcert "k8s.io/client-go/util/certificate"
 	bootstraputil "k8s.io/cluster-bootstrap/token/util"
 
 	"tether/kubelet/bootstrap"
@@ -283,12 +285,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		Port: int32(ln.Addr().(*net.TCPAddr).Port),
 		Info: readMachineInfo(ctx, cfg.DataDir),
 	}
-	n := &nodeAgent{agent: a, client: client, spec: spec}
+	n := &nodeAgent{agent: a, client: client, spec: spec, certs: map[string]clientcert.Manager{ClientCertExpiryAnnotation: clientCerts}}
 
 	servingCerts, err := certificate.NewServingManager(ctx, certCfg, n.addresses)
 	if err != nil {
 		return err
 	}
+	n.certs[ServingCertExpiryAnnotation] = servingCerts
 	srv, err := server.New(server.Config{
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if c := servingCerts.Current(); c != nil {
@@ -467,6 +470,10 @@ type nodeAgent struct {
 	agent  *Agent
 	client kubernetes.Interface
 	spec   nodeSpec
+	// certs are the node's certificate managers by annotation key; their
+	// expiry is published on the Node so operators (and later metrics) see
+	// it.
+	certs map[string]clientcert.Manager
 
 	mu         sync.Mutex
 	uid        types.UID
@@ -543,6 +550,9 @@ func (n *nodeAgent) updateStatus(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := n.annotateCertificates(ctx, node); err != nil {
+		return err
+	}
 	n.mu.Lock()
 	due := time.Since(n.lastReport) >= n.agent.cfg.StatusReportInterval
 	n.mu.Unlock()
@@ -557,6 +567,35 @@ func (n *nodeAgent) updateStatus(ctx context.Context) error {
 	n.uid, n.lastReport = node.UID, time.Now()
 	n.mu.Unlock()
 	return nil
+}
+
+// Annotations on the Node with the expiry (RFC 3339) of the node's current
+// certificates.
+const (
+	ClientCertExpiryAnnotation  = "tether.dev/client-certificate-expires"
+	ServingCertExpiryAnnotation = "tether.dev/serving-certificate-expires"
+)
+
+// annotateCertificates publishes the expiry of the node's current
+// certificates on its Node when it changed (after each rotation).
+func (n *nodeAgent) annotateCertificates(ctx context.Context, node *corev1.Node) error {
+	want := map[string]string{}
+	for key, m := range n.certs {
+		if c := m.Current(); c != nil && c.Leaf != nil {
+			if v := c.Leaf.NotAfter.UTC().Format(time.RFC3339); node.Annotations[key] != v {
+				want[key] = v
+			}
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": want}})
+	if err != nil {
+		return err
+	}
+	_, err = n.client.CoreV1().Nodes().Patch(ctx, node.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+	return err
 }
 
 // renewLease writes the node's Lease with the current time, creating it if

@@ -162,6 +162,15 @@ func TestAgent(t *testing.T) {
 		if leaf.Subject.CommonName != "system:node:"+node {
 			t.Errorf("serving certificate CN = %q", leaf.Subject.CommonName)
 		}
+		// The Node shows when its certificates expire.
+		want := leaf.NotAfter.UTC().Format(time.RFC3339)
+		framework.Eventually(t, 30*time.Second, func() (bool, error) {
+			n, err := c.Client.CoreV1().Nodes().Get(t.Context(), node, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			return n.Annotations[kubelet.ServingCertExpiryAnnotation] == want && n.Annotations[kubelet.ClientCertExpiryAnnotation] != "", nil
+		})
 	})
 
 	t.Run("csrs", func(t *testing.T) {
