@@ -542,7 +542,13 @@ func (n *nodeAgent) updateStatus(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	nodes := n.client.CoreV1().Nodes()
-	node, err := nodes.Get(ctx, n.spec.Name, metav1.GetOptions{})
+	// Most checks find nothing to write: read from the API server's watch
+	// cache (resourceVersion 0) as upstream's kubelet does, and go to etcd
+	// only when the cached copy is missing or an update conflicts.
+	node, err := nodes.Get(ctx, n.spec.Name, metav1.GetOptions{ResourceVersion: "0"})
+	if apierrors.IsNotFound(err) {
+		node, err = nodes.Get(ctx, n.spec.Name, metav1.GetOptions{})
+	}
 	if apierrors.IsNotFound(err) {
 		n.agent.log.Warn("the node's Node object is gone; registering it again")
 		return n.registerOnce(ctx)
@@ -559,8 +565,18 @@ func (n *nodeAgent) updateStatus(ctx context.Context) error {
 	if !due && !n.spec.statusDiffers(node.Status) {
 		return nil
 	}
-	node.Status = n.spec.status(node.Status, time.Now())
-	if _, err := nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+	now := time.Now()
+	node.Status = n.spec.status(node.Status, now)
+	_, err = nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{})
+	if apierrors.IsConflict(err) {
+		// The cached copy was stale: read the current one and try once more.
+		if node, err = nodes.Get(ctx, n.spec.Name, metav1.GetOptions{}); err != nil {
+			return err
+		}
+		node.Status = n.spec.status(node.Status, now)
+		_, err = nodes.UpdateStatus(ctx, node, metav1.UpdateOptions{})
+	}
+	if err != nil {
 		return err
 	}
 	n.mu.Lock()

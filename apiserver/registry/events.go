@@ -30,7 +30,12 @@ const (
 // about a cluster-scoped object (empty involvedObject.namespace) may live in
 // any namespace, not only "default". Events that set eventTime (the newer
 // style) must also name their reporter, action and reason.
+// EventTTL is how long an event lives after its last update, like
+// upstream's --event-ttl default; etcd deletes it then.
+const EventTTL = time.Hour
+
 var Events = &Resource{
+	TTL:        EventTTL,
 	GVK:        corev1.SchemeGroupVersion.WithKind("Event"),
 	Resource:   "events",
 	ShortNames: []string{"ev"},
@@ -56,6 +61,7 @@ var Events = &Resource{
 // reportingInstance, action and reason are required, the deprecated fields
 // must be unset, and an update may change only series and metadata.
 var EventsV1 = &Resource{
+	TTL:        EventTTL,
 	GVK:        eventsv1.SchemeGroupVersion.WithKind("Event"),
 	Resource:   "events",
 	ShortNames: []string{"ev"},

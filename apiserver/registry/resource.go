@@ -9,6 +9,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -69,6 +70,10 @@ type Resource struct {
 	// the table has Name and Created At.
 	Columns []metav1.TableColumnDefinition
 	Row     func(obj runtime.Object) []interface{}
+
+	// TTL, if set, makes etcd delete an object this long after its last
+	// write (events, like upstream's --event-ttl).
+	TTL time.Duration
 
 	// AllowCreateOnUpdate lets PUT create a missing object.
 	AllowCreateOnUpdate bool

@@ -91,6 +91,10 @@ func NewStore(res *Resource, opts generic.RESTOptionsGetter) (*REST, *StatusREST
 		ResetFieldsStrategy:      st,
 		TableConvertor:           newTable(res),
 	}
+	if res.TTL > 0 {
+		ttl := uint64(res.TTL.Seconds())
+		store.TTLFunc = func(runtime.Object, uint64, bool) (uint64, error) { return ttl, nil }
+	}
 	store.SingularQualifiedResource = gr
 	store.SingularQualifiedResource.Resource = res.singular()
 	attrs := func(obj runtime.Object) (labels.Set, fields.Set, error) {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -97,4 +99,37 @@ func storageTestReadyz(t *testing.T, cfg *rest.Config) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestEventsExpire checks that events are stored with an etcd lease of the
+// event TTL, so they disappear on their own like upstream's.
+func TestEventsExpire(t *testing.T) {
+	c := framework.StartCluster(t)
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: "ttl-probe", Namespace: "default"},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Name: "p", Namespace: "default"},
+		Reason:         "Probe", Message: "checking the TTL", Type: corev1.EventTypeNormal,
+	}
+	if _, err := c.Client.CoreV1().Events("default").Create(t.Context(), ev, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create event: %v", err)
+	}
+	ec, err := clientv3.New(clientv3.Config{Endpoints: c.ControlPlane.EtcdServers(), DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ec.Close()
+	resp, err := ec.Get(t.Context(), "/registry/events/default/ttl-probe")
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("etcd get of the event = %v, %v; want one key", resp, err)
+	}
+	if resp.Kvs[0].Lease == 0 {
+		t.Fatalf("event stored without a lease; it would never expire")
+	}
+	ttl, err := ec.TimeToLive(t.Context(), clientv3.LeaseID(resp.Kvs[0].Lease))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl.GrantedTTL < 3000 || ttl.GrantedTTL > 3700 {
+		t.Errorf("event lease granted TTL = %ds, want about 3600s (one hour)", ttl.GrantedTTL)
+	}
 }
