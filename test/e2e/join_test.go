@@ -315,9 +315,13 @@ func TestJoin(t *testing.T) {
 			if s := condition(node, corev1.NodeReady); s == corev1.ConditionTrue {
 				return false, fmt.Errorf("%s still Ready %s after its agent stopped", n.name, time.Since(stopped).Round(time.Second))
 			}
-			notReady = time.Since(stopped)
+			if notReady == 0 {
+				notReady = time.Since(stopped)
+			}
+			// The condition and the taint are two writes of the node
+			// lifecycle controller; wait for both.
 			if !hasTaint(node, taintUnreachable, corev1.TaintEffectNoExecute) {
-				t.Errorf("%s is %s but lacks the taint %s:NoExecute (taints %v)", n.name, condition(node, corev1.NodeReady), taintUnreachable, node.Spec.Taints)
+				return false, fmt.Errorf("%s is %s but lacks the taint %s:NoExecute (taints %v)", n.name, condition(node, corev1.NodeReady), taintUnreachable, node.Spec.Taints)
 			}
 			return true, nil
 		})
