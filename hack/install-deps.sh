@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need=()
-for cmd_pkg in git:git make:make gcc:gcc curl:curl; do
+for cmd_pkg in git:git make:make gcc:gcc curl:curl ip:iproute2; do
   cmd=${cmd_pkg%%:*} pkg=${cmd_pkg##*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
