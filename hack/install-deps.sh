@@ -4,11 +4,13 @@
 set -euo pipefail
 
 need=()
-for cmd_pkg in git:git make:make gcc:gcc curl:curl ip:iproute2; do
+for cmd_pkg in git:git make:make gcc:gcc curl:curl ip:iproute2 runc:runc busybox:busybox-static nft:nftables iptables:iptables conntrack:conntrack; do
   cmd=${cmd_pkg%%:*} pkg=${cmd_pkg##*:}
   command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# The pod network uses the CNI plugins from Debian (bridge, host-local, loopback).
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
