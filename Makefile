@@ -8,6 +8,7 @@ DATA_DIR ?= /var/lib/tether/server
 TEST_TIMEOUT ?= 20m
 
 .PHONY: all deps build run test test-unit test-integration test-e2e bench generate vet fmt clean
+.PHONY: busybox-image
 
 all: build
 
@@ -16,6 +17,12 @@ deps:
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/tether ./cmd/tether
+
+# Build the busybox test image (from /usr/bin/busybox, no internet) and
+# import it into the image store of `tether server`'s local agent.
+busybox-image: deps build
+	$(GO) run ./hack/busybox-image -o bin/busybox.tar
+	./bin/tether image import --data-dir $(DATA_DIR)/agent bin/busybox.tar
 
 # Start a single-node control plane in the foreground.
 run: deps build

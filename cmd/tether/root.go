@@ -26,6 +26,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newServerCommand(stdout, stderr), newTokenCommand(stdout), newNodeCommand(stdout, stderr), newAgentCommand(stdout, stderr), newVersionCommand(stdout))
+	root.AddCommand(newShimCommand())
+	root.AddCommand(newImageCommand(stdout, stderr))
 	return root.ExecuteContext(ctx)
 }
 
