@@ -56,6 +56,11 @@ func apiGroups(opts generic.RESTOptionsGetter, deps apiDeps) ([]*genericapiserve
 	}
 	core["namespaces"], core["namespaces/status"], core["namespaces/finalize"] = ns, nsStatus, nsFinalize
 	core["serviceaccounts/token"] = registry.NewTokenRequestStorage(deps.tokens)
+	pods, ok := core["pods"].(*registry.REST)
+	if !ok {
+		return nil, fmt.Errorf("apiserver: unexpected pod storage %T", core["pods"])
+	}
+	core["pods/binding"], core["bindings"] = registry.NewBindingStorage(pods)
 
 	coordination := map[string]rest.Storage{}
 	if err := add(coordination, registry.Leases); err != nil {

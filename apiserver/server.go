@@ -44,6 +44,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"tether/apiserver/admission/noderestriction"
+	saadmission "tether/apiserver/admission/serviceaccount"
 	"tether/apiserver/authn"
 	"tether/apiserver/authn/bootstrap"
 	"tether/apiserver/authn/revocation"
@@ -67,6 +68,10 @@ type Config struct {
 	// AdvertiseAddress is the address clients and nodes reach the server
 	// at. If nil, the bind address, or 127.0.0.1 when that is unspecified.
 	AdvertiseAddress net.IP
+	// ServiceIP is the cluster IP of the kubernetes Service in default,
+	// the first address of the service range. If nil, the server does not
+	// create that Service.
+	ServiceIP net.IP
 
 	// ServingCertFile and ServingKeyFile hold the serving certificate; they
 	// are re-read when they change. Required.
@@ -315,7 +320,16 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 	if err := nodeRestriction.ValidateInitialization(); err != nil {
 		return nil, fmt.Errorf("apiserver: node restriction admission: %w", err)
 	}
-	gc.AdmissionControl = admission.NewChainHandler(nsLifecycle, nodeRestriction)
+	// Pods get their service account and its credentials (path P3). The
+	// account is read from the cache, or live when the cache lacks it.
+	accounts := sharedInformers.Core().V1().ServiceAccounts()
+	saAdmission := saadmission.New(saadmission.Config{
+		ServiceAccounts: accounts.Lister(), Synced: accounts.Informer().HasSynced, Client: client,
+	})
+	if err := saAdmission.ValidateInitialization(); err != nil {
+		return nil, fmt.Errorf("apiserver: service account admission: %w", err)
+	}
+	gc.AdmissionControl = admission.NewChainHandler(nsLifecycle, saAdmission, nodeRestriction)
 
 	backend := s.cfg.Storage.Config()
 	stopReadyCheck := make(chan struct{})
@@ -361,13 +375,18 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 		if err := createSystemNamespaces(hc, client, s.cfg.Logger); err != nil {
 			return err
 		}
+		if s.cfg.ServiceIP != nil {
+			if err := ensureKubernetesService(hc, client, s.cfg.ServiceIP, s.advertiseAddress(), s.cfg.SecurePort, s.cfg.Logger); err != nil {
+				return err
+			}
+		}
 		if err := rbac.Reconcile(hc, client, s.cfg.Logger); err != nil {
 			return fmt.Errorf("apiserver: default RBAC policy: %w", err)
 		}
 		// Until the authorizers have synced, every non-master would be
 		// refused; the server is not ready before that.
 		err := wait.PollUntilContextTimeout(hc, 50*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
-			return rbacAuthz.HasSynced() && nodeAuthz.HasSynced() && pods.Informer().HasSynced() && revoked.HasSynced(), nil
+			return rbacAuthz.HasSynced() && nodeAuthz.HasSynced() && pods.Informer().HasSynced() && accounts.Informer().HasSynced() && revoked.HasSynced(), nil
 		})
 		if err != nil {
 			return fmt.Errorf("apiserver: authorizer caches did not sync: %w", err)

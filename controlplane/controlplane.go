@@ -1,7 +1,7 @@
 // Package controlplane runs a whole tether control plane in one process:
 // the embedded etcd member (unless external etcd is configured), the API
-// server and the controllers. It is what `tether server` runs and what the
-// integration tests start in-process.
+// server, the controllers and the scheduler. It is what `tether server`
+// runs and what the integration tests start in-process.
 package controlplane
 
 import (
@@ -29,8 +29,11 @@ import (
 	"tether/controllers/namespace"
 	"tether/controllers/nodeipam"
 	"tether/controllers/nodelifecycle"
+	"tether/controllers/rootcacert"
+	"tether/controllers/serviceaccount"
 	"tether/controllers/tokencleaner"
 	"tether/pki"
+	"tether/scheduler"
 )
 
 // Config configures a control plane. A Config is not changed after New.
@@ -142,6 +145,7 @@ func New(cfg Config) (*ControlPlane, error) {
 	}
 	c.backend = backend
 	c.api, err = apiserver.New(apiserver.Config{
+		ServiceIP:             FirstIP(cfg.ServiceClusterIPRange),
 		BindAddress:           cfg.BindAddress,
 		SecurePort:            cfg.SecurePort,
 		AdvertiseAddress:      cfg.AdvertiseAddress,
@@ -248,6 +252,14 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 		}
 		return c.runControllers(gctx, cfg)
 	})
+	g.Go(func() error {
+		select {
+		case <-c.api.Ready():
+		case <-gctx.Done():
+			return nil
+		}
+		return c.runScheduler(gctx)
+	})
 	err := g.Wait()
 	stopEtcd()
 	if eerr := <-etcdDone; err == nil {
@@ -312,7 +324,17 @@ func (c *ControlPlane) runControllers(ctx context.Context, cfg *rest.Config) err
 	if err != nil {
 		return err
 	}
+	accounts, err := serviceaccount.New(serviceaccount.Config{Client: client, Logger: c.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	rootCA, err := rootcacert.New(rootcacert.Config{Client: client, CACert: c.pki.ServerCA.CertPEM(), Logger: c.cfg.Logger})
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return accounts.Run(gctx) })
+	g.Go(func() error { return rootCA.Run(gctx) })
 	g.Go(func() error { return ipam.Run(gctx) })
 	g.Go(func() error { return lifecycle.Run(gctx) })
 	g.Go(func() error { return ns.Run(gctx) })
@@ -322,7 +344,7 @@ func (c *ControlPlane) runControllers(ctx context.Context, cfg *rest.Config) err
 	g.Go(func() error { return approver.Run(gctx) })
 	g.Go(func() error { return signer.Run(gctx) })
 	g.Go(func() error {
-		for _, ready := range []<-chan struct{}{ns.Ready(), agg.Ready(), clusterInfo.Ready(), tokens.Ready(), approver.Ready(), signer.Ready(), ipam.Ready(), lifecycle.Ready()} {
+		for _, ready := range []<-chan struct{}{ns.Ready(), agg.Ready(), clusterInfo.Ready(), tokens.Ready(), approver.Ready(), signer.Ready(), ipam.Ready(), lifecycle.Ready(), accounts.Ready(), rootCA.Ready()} {
 			select {
 			case <-ready:
 			case <-gctx.Done():
@@ -333,6 +355,29 @@ func (c *ControlPlane) runControllers(ctx context.Context, cfg *rest.Config) err
 		return nil
 	})
 	return g.Wait()
+}
+
+// runScheduler runs the scheduler until ctx ends. Like the controllers it
+// reaches the API server over the secure port with an identity of its own,
+// system:kube-scheduler, under RBAC (path P4). Its client may send more
+// requests than the controllers': a bind, a status patch and an event per
+// pod.
+func (c *ControlPlane) runScheduler(ctx context.Context) error {
+	id := newIdentity(c.pki.ClientCA, "system:kube-scheduler")
+	cfg, err := id.restConfig(c.api.LoopbackConfig().Host, c.pki.ServerCA.CertPEM())
+	if err != nil {
+		return err
+	}
+	cfg.QPS, cfg.Burst = 200, 400
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("controlplane: scheduler client: %w", err)
+	}
+	s, err := scheduler.New(scheduler.Config{Client: client, Logger: c.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	return s.Run(ctx)
 }
 
 // FirstIP returns the first usable address of a network (network + 1).

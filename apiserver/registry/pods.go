@@ -42,6 +42,26 @@ var Pods = &Resource{
 	Fields:                 podFields,
 	Columns:                podColumns,
 	Row:                    podRow,
+	GracePeriod:            podGracePeriod,
+}
+
+// podGracePeriod is how long a deleted pod's containers get to stop: what
+// the request asks, else the pod's terminationGracePeriodSeconds (default
+// 30). A pod no node runs, or one that has finished, goes at once: no
+// kubelet would complete its deletion.
+func podGracePeriod(obj runtime.Object, options *metav1.DeleteOptions) int64 {
+	pod := obj.(*corev1.Pod)
+	period := int64(corev1.DefaultTerminationGracePeriodSeconds)
+	switch {
+	case options.GracePeriodSeconds != nil:
+		period = *options.GracePeriodSeconds
+	case pod.Spec.TerminationGracePeriodSeconds != nil:
+		period = *pod.Spec.TerminationGracePeriodSeconds
+	}
+	if pod.Spec.NodeName == "" || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		period = 0
+	}
+	return max(period, 0)
 }
 
 // Defaulting.
@@ -1109,12 +1129,12 @@ func podValidateSpread(constraints []corev1.TopologySpreadConstraint, p *field.P
 // update may change.
 const podUpdatable = "`spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, " +
 	"`spec.tolerations` (only additions to existing tolerations), `spec.schedulingGates` (only removals), " +
-	"`spec.nodeName` (only from empty), `spec.terminationGracePeriodSeconds` (only to 1 from a negative value)"
+	"`spec.terminationGracePeriodSeconds` (only to 1 from a negative value)"
 
 // podValidateSpecUpdate enforces that a pod's spec is fixed once created,
-// but for container images, a shorter deadline, more tolerations, fewer
-// scheduling gates and a first nodeName. (Setting nodeName belongs to the
-// binding subresource upstream; it is allowed here until tether has one.)
+// but for container images, a shorter deadline, more tolerations and fewer
+// scheduling gates. spec.nodeName is set on create or through the
+// pods/binding subresource (binding.go), never by an update.
 func podValidateSpecUpdate(spec, old *corev1.PodSpec, p *field.Path) field.ErrorList {
 	if len(spec.Containers) != len(old.Containers) {
 		return field.ErrorList{field.Forbidden(p.Child("containers"), "pod updates may not add or remove containers")}
@@ -1145,8 +1165,12 @@ func podValidateSpecUpdate(spec, old *corev1.PodSpec, p *field.Path) field.Error
 			errs = append(errs, field.Forbidden(p.Child("schedulingGates").Index(i), fmt.Sprintf("only deletion is allowed, but found new scheduling gate '%s'", g.Name)))
 		}
 	}
-	if old.NodeName != "" && spec.NodeName != old.NodeName {
-		errs = append(errs, field.Invalid(p.Child("nodeName"), spec.NodeName, "may not be changed once set"))
+	if spec.NodeName != old.NodeName {
+		msg := "may not be changed once set"
+		if old.NodeName == "" {
+			msg = "may not be set by an update; bind the pod through the pods/binding subresource"
+		}
+		errs = append(errs, field.Forbidden(p.Child("nodeName"), msg))
 	}
 
 	// Compare what is left with the updatable fields put back.

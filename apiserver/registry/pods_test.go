@@ -416,9 +416,9 @@ func TestPodValidateUpdate(t *testing.T) {
 		{"container added", nil, func(p *corev1.Pod) {
 			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "b", Image: "busybox"})
 		}, []string{"spec.containers"}},
-		{"nodeName set", nil, func(p *corev1.Pod) {
+		{"nodeName set by update", nil, func(p *corev1.Pod) {
 			p.Spec.NodeName = "node-1"
-		}, nil},
+		}, []string{"spec.nodeName"}},
 		{"nodeName changed", func(p *corev1.Pod) {
 			p.Spec.NodeName = "node-1"
 		}, func(p *corev1.Pod) {

@@ -77,6 +77,12 @@ type Resource struct {
 
 	// AllowCreateOnUpdate lets PUT create a missing object.
 	AllowCreateOnUpdate bool
+
+	// GracePeriod, if set, makes deletion graceful: it returns the grace
+	// period in seconds for deleting obj with the given options (0 deletes
+	// at once). The object then stays, with deletionTimestamp set, until
+	// another actor (the kubelet, for pods) deletes it with grace 0.
+	GracePeriod func(obj runtime.Object, options *metav1.DeleteOptions) int64
 }
 
 // GroupResource returns the resource's group and plural name.

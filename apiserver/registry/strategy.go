@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"reflect"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -26,10 +27,11 @@ type strategy struct {
 }
 
 var (
-	_ rest.RESTCreateStrategy  = (*strategy)(nil)
-	_ rest.RESTUpdateStrategy  = (*strategy)(nil)
-	_ rest.RESTDeleteStrategy  = (*strategy)(nil)
-	_ rest.ResetFieldsStrategy = (*strategy)(nil)
+	_ rest.RESTCreateStrategy         = (*strategy)(nil)
+	_ rest.RESTUpdateStrategy         = (*strategy)(nil)
+	_ rest.RESTDeleteStrategy         = (*strategy)(nil)
+	_ rest.RESTGracefulDeleteStrategy = (*strategy)(nil)
+	_ rest.ResetFieldsStrategy        = (*strategy)(nil)
 )
 
 func newStrategy(res *Resource, status bool) *strategy {
@@ -37,6 +39,17 @@ func newStrategy(res *Resource, status bool) *strategy {
 }
 
 func (s *strategy) NamespaceScoped() bool { return s.res.Namespaced }
+
+// CheckGracefulDelete makes deletion graceful for resources with a
+// GracePeriod, setting the period in options.
+func (s *strategy) CheckGracefulDelete(_ context.Context, obj runtime.Object, options *metav1.DeleteOptions) bool {
+	if s.res.GracePeriod == nil || options == nil {
+		return false
+	}
+	period := s.res.GracePeriod(obj, options)
+	options.GracePeriodSeconds = &period
+	return true
+}
 
 func (s *strategy) PrepareForCreate(ctx context.Context, obj runtime.Object) {
 	if s.res.HasStatus && !s.res.KeepStatusOnCreate {

@@ -113,15 +113,23 @@ func nextEvent(t testing.TB, w watch.Interface, timeout time.Duration) watch.Eve
 	panic("unreachable")
 }
 
+// unscheduledName is the spec.schedulerName of the pods of newPod: no
+// scheduler serves it.
+const unscheduledName = "no-scheduler"
+
 // newPod returns a pod with one container per image, named c0, c1, …. Its
 // spec states the fields the server defaults, so that tests of other
 // features do not depend on defaulting (TestAPI/Defaulting checks that).
+// It names a scheduler that does not run (unscheduledName): the
+// in-process scheduler leaves it alone, so its status writes cannot race
+// a test's read-modify-write updates.
 func newPod(name string, images ...string) *corev1.Pod {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyAlways,
 			DNSPolicy:     corev1.DNSClusterFirst,
+			SchedulerName: unscheduledName,
 		},
 	}
 	for i, img := range images {

@@ -64,8 +64,8 @@ func TestList(t *testing.T) {
 				if err != nil {
 					t.Fatalf("List(labelSelector %q) = %v", tc.selector, err)
 				}
-				if got := itemNames(t, list); !slices.Equal(got, tc.want) {
-					t.Errorf("List(labelSelector %q) = %v, want %v", tc.selector, got, tc.want)
+				if got := configMapNames(t, list); !slices.Equal(got, tc.want) {
+					t.Errorf("List(labelSelector %q) = %v (without %s), want %v", tc.selector, got, rootCAConfigMap, tc.want)
 				}
 			})
 		}
@@ -100,8 +100,8 @@ func TestList(t *testing.T) {
 			if err != nil {
 				t.Fatalf("List() = %v", err)
 			}
-			if got, want := itemNames(t, list), []string{"db", "plain", "web-front"}; !slices.Equal(got, want) {
-				t.Errorf("List() after DeleteCollection(tier=back) = %v, want %v", got, want)
+			if got, want := configMapNames(t, list), []string{"db", "plain", "web-front"}; !slices.Equal(got, want) {
+				t.Errorf("List() after DeleteCollection(tier=back) = %v (without %s), want %v", got, rootCAConfigMap, want)
 			}
 		})
 		t.Run("invalid", func(t *testing.T) {
@@ -121,7 +121,10 @@ func testPagination(t *testing.T, client kubernetes.Interface) {
 	ctx := t.Context()
 	ns := createNamespace(t, client, "pages")
 	cms := client.CoreV1().ConfigMaps(ns)
-	var want []string
+	// Once the controller has created the namespace's kube-root-ca.crt,
+	// the namespace holds exactly it and the 25 ConfigMaps created here.
+	waitRootCA(t, client, ns)
+	want := []string{rootCAConfigMap}
 	for i := range 25 {
 		name := fmt.Sprintf("cm-%02d", i)
 		want = append(want, name)
@@ -129,6 +132,7 @@ func testPagination(t *testing.T, client kubernetes.Interface) {
 			t.Fatalf("Create(%s) = %v", name, err)
 		}
 	}
+	slices.Sort(want)
 
 	var got []string
 	var sizes []int
@@ -148,8 +152,8 @@ func testPagination(t *testing.T, client kubernetes.Interface) {
 		}
 		if page == 0 {
 			rv = list.ResourceVersion
-			if r := list.RemainingItemCount; r == nil || *r != 15 {
-				t.Errorf("List(limit 10, page 0).remainingItemCount = %v, want 15", derefOrNil(r))
+			if r := list.RemainingItemCount; r == nil || *r != 16 {
+				t.Errorf("List(limit 10, page 0).remainingItemCount = %v, want 16", derefOrNil(r))
 			}
 		} else if list.ResourceVersion != rv {
 			t.Errorf("List(limit 10, page %d).resourceVersion = %s, want %s (that of the first page)", page, list.ResourceVersion, rv)
@@ -159,7 +163,7 @@ func testPagination(t *testing.T, client kubernetes.Interface) {
 		}
 		opts.Continue = list.Continue
 	}
-	if want := []int{10, 10, 5}; !slices.Equal(sizes, want) {
+	if want := []int{10, 10, 6}; !slices.Equal(sizes, want) {
 		t.Errorf("List(limit 10) page sizes = %v, want %v", sizes, want)
 	}
 	slices.Sort(got)
@@ -180,8 +184,8 @@ func testPagination(t *testing.T, client kubernetes.Interface) {
 	if err != nil {
 		t.Fatalf("List(limit 24, continue) = %v", err)
 	}
-	if got := itemNames(t, rest); !slices.Equal(got, []string{"cm-24"}) {
-		t.Errorf("List(limit 24, continue) after creating cm-99 = %v, want [cm-24]", got)
+	if got, want := itemNames(t, rest), []string{"cm-24", rootCAConfigMap}; !slices.Equal(got, want) {
+		t.Errorf("List(limit 24, continue) after creating cm-99 = %v, want %v", got, want)
 	}
 }
 
