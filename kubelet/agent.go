@@ -101,6 +101,23 @@ type Config struct {
 	Progress io.Writer
 	// Logger receives the agent's messages. If nil, they are discarded.
 	Logger *slog.Logger
+
+	// RunPods runs the pods bound to the node (needs root, runc and the
+	// CNI plugins). If false, the agent only registers and heartbeats.
+	RunPods bool
+	// Bridge is the pod network's bridge. If empty, "tether0".
+	Bridge string
+	// CgroupParent is the cgroupfs parent of the pods' cgroups. If empty,
+	// "/tether/<node name>".
+	CgroupParent string
+	// LogDir holds the container logs. If empty, /var/log/pods.
+	LogDir string
+	// InsecureRegistries may be reached over plain HTTP (loopback
+	// registries always may).
+	InsecureRegistries []string
+	// ShimCommand starts a container shim. If empty, this binary's "shim"
+	// command.
+	ShimCommand []string
 }
 
 // Agent is a node agent. Create it with New.
@@ -329,6 +346,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		hb, hctx := errgroup.WithContext(gctx)
 		hb.Go(func() error { return a.every(hctx, n.renewLease, "renew the node's lease") })
 		hb.Go(func() error { return a.every(hctx, n.updateStatus, "update the node's status") })
+		if cfg.RunPods {
+			hb.Go(func() error { return a.runPods(hctx, client, nodeIP) })
+		}
 		return hb.Wait()
 	})
 	err = g.Wait()

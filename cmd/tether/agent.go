@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -36,6 +37,34 @@ type agentOptions struct {
 	NodeIP            string
 	KubeletPort       int
 	Verbose           bool
+	Pods              podOptions
+}
+
+// podOptions are the flags for running pods, shared by `tether agent` and
+// the local agent of `tether server`.
+type podOptions struct {
+	Disable            bool
+	Bridge             string
+	CgroupParent       string
+	LogDir             string
+	InsecureRegistries []string
+}
+
+func (p *podOptions) addFlags(f *pflag.FlagSet) {
+	f.BoolVar(&p.Disable, "disable-pods", false, "do not run pods on this node (it still registers and heartbeats)")
+	f.StringVar(&p.Bridge, "pod-bridge", "tether0", "name of the pod network's bridge")
+	f.StringVar(&p.CgroupParent, "cgroup-parent", "", "cgroupfs parent of the pods' cgroups (default /tether/<node name>)")
+	f.StringVar(&p.LogDir, "pod-log-dir", "/var/log/pods", "directory for container logs")
+	f.StringSliceVar(&p.InsecureRegistries, "insecure-registry", nil, "registry host[:port] that may be reached over plain HTTP (loopback registries always may); repeatable")
+}
+
+// apply sets the pod fields of an agent configuration.
+func (p *podOptions) apply(cfg *kubelet.Config) {
+	cfg.RunPods = !p.Disable
+	cfg.Bridge = p.Bridge
+	cfg.CgroupParent = p.CgroupParent
+	cfg.LogDir = p.LogDir
+	cfg.InsecureRegistries = p.InsecureRegistries
 }
 
 func newAgentCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -88,6 +117,7 @@ under --data-dir. Later runs reuse those credentials and need no token.`,
 	f.StringVar(&o.NodeIP, "node-ip", "", "the node's InternalIP, where the kubelet port listens (default: the source address of the route to the server)")
 	f.IntVar(&o.KubeletPort, "kubelet-port", kubelet.DefaultKubeletPort, "HTTPS port of the kubelet")
 	f.BoolVarP(&o.Verbose, "verbose", "v", false, "log debug messages")
+	o.Pods.addFlags(f)
 	return cmd
 }
 
@@ -142,7 +172,7 @@ func (o *agentOptions) config() (kubelet.Config, error) {
 	if err := o.Validate(); err != nil {
 		return kubelet.Config{}, err
 	}
-	return kubelet.Config{
+	cfg := kubelet.Config{
 		Server:            o.Server,
 		Token:             o.Token,
 		CACertHashes:      o.CACertHashes,
@@ -152,7 +182,9 @@ func (o *agentOptions) config() (kubelet.Config, error) {
 		NodeName:          o.NodeName,
 		NodeIP:            net.ParseIP(o.NodeIP),
 		KubeletPort:       o.KubeletPort,
-	}, nil
+	}
+	o.Pods.apply(&cfg)
+	return cfg, nil
 }
 
 // localAgentTokenTTL is how long the bootstrap token of the server's local
@@ -164,7 +196,7 @@ const localAgentTokenTTL = 10 * time.Minute
 // admin credentials, only when the agent has no credentials yet), the CA
 // pin, CSRs, approval and rotation. It returns when ctx ends or the agent
 // fails.
-func runLocalAgent(ctx context.Context, cp *controlplane.ControlPlane, dataDir, nodeName string, port int, logger *slog.Logger, progress io.Writer) error {
+func runLocalAgent(ctx context.Context, cp *controlplane.ControlPlane, dataDir, nodeName string, port int, podOpts podOptions, logger *slog.Logger, progress io.Writer) error {
 	u, err := url.Parse(cp.URL())
 	if err != nil {
 		return fmt.Errorf("local agent: server URL %q: %w", cp.URL(), err)
@@ -183,7 +215,7 @@ func runLocalAgent(ctx context.Context, cp *controlplane.ControlPlane, dataDir, 
 	// the local agent then joins again rather than failing.
 	creds, err := bootstrap.LoadCredentials(agentDir)
 	rejoin := err != nil || (creds != nil && strings.TrimSuffix(creds.Server, "/") != strings.TrimSuffix(cp.URL(), "/"))
-	a, err := kubelet.New(kubelet.Config{
+	cfg := kubelet.Config{
 		Server: cp.URL(),
 		GetToken: func(ctx context.Context) (string, error) {
 			return bootstrap.CreateToken(ctx, client, localAgentTokenTTL, "local agent of tether server")
@@ -196,7 +228,9 @@ func runLocalAgent(ctx context.Context, cp *controlplane.ControlPlane, dataDir, 
 		KubeletPort:  port,
 		Progress:     progress,
 		Logger:       logger,
-	})
+	}
+	podOpts.apply(&cfg)
+	a, err := kubelet.New(cfg)
 	if err != nil {
 		return fmt.Errorf("local agent: %w", err)
 	}

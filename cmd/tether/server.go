@@ -38,6 +38,7 @@ type serverOptions struct {
 	ServiceAccountIssuer   string
 	APIAudiences           []string
 	Verbose                bool
+	Pods                   podOptions
 }
 
 func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -75,7 +76,7 @@ func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
 				if o.DisableAgent {
 					return nil
 				}
-				return runLocalAgent(ctx, cp, o.DataDir, o.NodeName, o.KubeletPort, cfg.Logger.With("component", "local-agent"), stdout)
+				return runLocalAgent(ctx, cp, o.DataDir, o.NodeName, o.KubeletPort, o.Pods, cfg.Logger.With("component", "local-agent"), stdout)
 			})
 			return g.Wait()
 		},
@@ -96,6 +97,7 @@ func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringSliceVar(&o.APIAudiences, "api-audiences", nil, "audiences a token must name to be accepted (default: the issuer)")
 	f.DurationVar(&o.ClusterSigningDuration, "cluster-signing-duration", 24*time.Hour, "longest validity of certificates issued through the CSR API (node client and serving certificates)")
 	f.BoolVar(&o.DisableAgent, "disable-agent", false, "do not run a node agent on this machine")
+	o.Pods.addFlags(f)
 	f.StringVar(&o.NodeName, "node-name", "", "name of the local agent's Node (default: the host name, lower-cased)")
 	f.IntVar(&o.KubeletPort, "kubelet-port", kubelet.DefaultKubeletPort, "HTTPS port of the local agent's kubelet, on the advertise address")
 	f.BoolVarP(&o.Verbose, "verbose", "v", false, "log debug messages")

@@ -35,7 +35,7 @@ import (
 // not fit there: it runs on the test's own loopback.
 
 // hostProc is a long-running process inside a host's network namespace
-// (`ip netns exec` replaces itself with the program, so signals reach it
+// (`nsenter` replaces itself with the program, so signals reach it
 // directly). Its stdout and stderr go, interleaved, to one log that tests
 // can wait on line by line. It is stopped when the test ends.
 type hostProc struct {
@@ -67,7 +67,7 @@ func startProc(t *testing.T, h *framework.Host, name string, args ...string) *ho
 	cmd := h.Command(context.Background(), tetherBin, args...)
 	cmd.Stdout, cmd.Stderr = w, w
 	p := &hostProc{t: t, name: name, cmd: cmd, changed: make(chan struct{}), exited: make(chan struct{})}
-	t.Logf("%s: $ ip netns exec %s tether %s", name, h.Netns, strings.Join(args, " "))
+	t.Logf("%s: $ nsenter --net=/var/run/netns/%s tether %s", name, h.Netns, strings.Join(args, " "))
 	p.started = time.Now()
 	if err := cmd.Start(); err != nil {
 		r.Close()
@@ -208,7 +208,7 @@ func runIn(t *testing.T, h *framework.Host, timeout time.Duration, verbose bool,
 		err = fmt.Errorf("%s: timed out after %s: %w", filepath.Base(name), timeout, err)
 	}
 	if verbose || err != nil {
-		t.Logf("$ ip netns exec %s %s %s (err=%v)\n%s%s", h.Netns, filepath.Base(name), strings.Join(args, " "), err, clip(out.String()), clip(errb.String()))
+		t.Logf("$ nsenter --net=/var/run/netns/%s %s %s (err=%v)\n%s%s", h.Netns, filepath.Base(name), strings.Join(args, " "), err, clip(out.String()), clip(errb.String()))
 	}
 	return out.String(), errb.String(), err
 }

@@ -82,9 +82,12 @@ func (n *Network) AddHost(name string) *Host {
 	return h
 }
 
-// Command returns a command that runs inside the host's namespace.
+// Command returns a command that runs inside the host's network
+// namespace. It enters only the network namespace (nsenter), not a private
+// mount namespace as `ip netns exec` does, so that mounts the program makes
+// (a node agent's pod network namespaces) outlive it like on a real host.
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.Netns, name}, args...)...)
+	return exec.CommandContext(ctx, "nsenter", append([]string{"--net=/var/run/netns/" + h.Netns, "--", name}, args...)...)
 }
 
 // Dial connects from inside the host's namespace.
