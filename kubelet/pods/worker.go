@@ -82,6 +82,7 @@ type worker struct {
 	pod     *corev1.Pod // latest from the API; nil once the API has no pod
 	wake    chan struct{}
 	liveFor map[string]string // container name → ID that failed liveness
+	pub     published         // for the kubelet API
 
 	adopted   bool
 	ctrs      map[string]*ctr
@@ -151,6 +152,7 @@ func (w *worker) run(ctx context.Context) {
 		if w.sync(ctx, pod) {
 			return
 		}
+		w.publish(pod)
 		select {
 		case <-ctx.Done():
 			return

@@ -17,6 +17,7 @@
 //	                or Start when the container never ran)
 //	runc.log        runc's own log (JSON lines)
 //	shim.log        the shim's own diagnostics
+//	attach.sock     the shim's attach socket (0600; removed when the container exits)
 //
 // runc keeps its state under Config.RuncRoot.
 //
@@ -34,6 +35,29 @@
 // the container's init to exit, reads the memory cgroup's OOM-kill counter
 // before anyone can delete the cgroup, writes exit.json atomically and
 // exits.
+//
+// # Stdio, TTY and attach
+//
+// Without TTY the container's stdout and stderr are pipes read by the
+// shim; its stdin is /dev/null, or with Stdin a pipe whose write end the
+// shim keeps. With TTY the shim passes runc a console socket (runc run -d
+// --console-socket), receives the pty master over it (SCM_RIGHTS) and
+// copies the terminal's output into the log as stream "stdout".
+//
+// Attach talks to the shim over attach.sock, so it works across agent
+// restarts. (Paths longer than a sockaddr_un allows are reached through
+// /proc/self/fd/<dir fd>/attach.sock.) The protocol is frames of a 1-byte
+// type, a 4-byte big-endian length and the payload: the client sends stdin
+// data, "stdin ended" and resizes (rows, columns); the shim sends stdout
+// and stderr data as the container writes it (in addition to logging it)
+// and, after the container exited and its output was sent, an exit frame.
+// Input from all attached clients goes to the container's stdin pipe or
+// pty master; resizes are applied with TIOCSWINSZ on the master. With
+// StdinOnce, the end of a client's stdin closes the container's stdin
+// pipe (with TTY, where a pty cannot be half-closed, the shim types the
+// terminal's EOF character) and later input is dropped. The shim queues
+// at most 4 MiB of output for a client that reads slowly and disconnects
+// it beyond that: clients never hold up the container or its log.
 //
 // # Failed starts
 //

@@ -82,7 +82,8 @@ type Mount struct {
 	ReadOnly                bool
 }
 
-// Size is a terminal size, for resizing an exec's pty.
+// Size is a terminal size, for resizing an exec's or attached container's
+// pty.
 type Size struct {
 	Width, Height uint16
 }
@@ -129,8 +130,10 @@ type ContainerSpec struct {
 	ReadOnlyRootfs  bool
 	NoNewPrivileges bool
 
-	// Stdin keeps the container's stdin open (a pipe held by the shim).
-	// StdinOnce and TTY are recorded for attach; TTY allocates a pty.
+	// Stdin keeps the container's stdin open (a pipe held by the shim,
+	// fed by Attach). StdinOnce closes it when the first attached client's
+	// stdin ends. TTY gives the container a pty (its output is logged as
+	// stdout).
 	Stdin, StdinOnce, TTY bool
 
 	// LogPath is the CRI-format log file; its parent directories are

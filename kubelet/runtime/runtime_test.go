@@ -588,6 +588,22 @@ func TestTetherBinaryShim(t *testing.T) {
 	if c, _ := rt.Status(t.Context(), "real-shim"); c.State != StateExited || c.ExitCode != 137 {
 		t.Errorf("Status = %+v, want exited 137", c)
 	}
+
+	spec = e.spec("real-attach", "cat")
+	spec.Stdin, spec.StdinOnce = true, true
+	if err := rt.Start(t.Context(), spec); err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	if err := rt.Attach(t.Context(), "real-attach", strings.NewReader("via-attach\n"), &out, nil, nil); err != nil {
+		t.Errorf("Attach: %v", err)
+	}
+	if out.String() != "via-attach\n" {
+		t.Errorf("attached output = %q, want via-attach", out.String())
+	}
+	if c := e.waitExited("real-attach", 5*time.Second); c.ExitCode != 0 {
+		t.Errorf("exit code = %d, want 0", c.ExitCode)
+	}
 }
 
 // agentMain is a short-lived "agent" process: it starts the container

@@ -109,6 +109,14 @@ func (s *shim) run() error {
 	}
 	defer sio.Close()
 
+	// Listening before runc starts makes attach available as soon as Start
+	// returns.
+	attach, err := newAttachServer(s.bundle, s.cfg, s.log)
+	if err != nil {
+		return err
+	}
+	defer attach.close()
+
 	runcArgs := []string{s.cfg.Runc, "--root", s.cfg.RuncRoot, "--log", s.path(runcLogFile), "--log-format", "json",
 		"run", "-d", "--pid-file", s.path(initPidFile), "-b", s.bundle}
 	if sio.console != nil {
@@ -153,12 +161,26 @@ func (s *shim) run() error {
 	if err := writeJSON(s.path(startedFile), started{proc: init, StartedAt: time.Now()}); err != nil {
 		return err
 	}
+	outputs := sio.outputs()
+	var attachStdin *os.File
+	switch {
+	case !s.cfg.Stdin:
+	case sio.console != nil:
+		attachStdin = sio.master
+	default:
+		attachStdin = sio.stdinW
+	}
+	attach.serve(attachStdin, sio.master)
 	s.sendReport(shimReport{Pid: pid})
 
 	var copiers sync.WaitGroup
-	for stream, r := range sio.outputs() {
+	for stream, r := range outputs {
+		frame := frameStdout
+		if stream == "stderr" {
+			frame = frameStderr
+		}
 		copiers.Go(func() {
-			if err := lw.copyStream(stream, r); err != nil && !errors.Is(err, unix.EIO) {
+			if err := lw.copyStream(stream, attach.tee(frame, r)); err != nil && !errors.Is(err, unix.EIO) {
 				s.log.Warn("copy container output", "stream", stream, "err", err)
 			}
 		})
@@ -199,6 +221,8 @@ func (s *shim) run() error {
 	if err := writeJSON(s.path(exitFile), ex); err != nil {
 		return fmt.Errorf("record exit status: %w", err)
 	}
+	// Attached clients return once the exit status is recorded.
+	attach.shutdown(ex.ExitCode)
 	s.log.Info("container exited", "id", s.cfg.ID, "exitCode", ex.ExitCode, "oomKilled", ex.OOMKilled)
 	return nil
 }

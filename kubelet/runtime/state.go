@@ -27,6 +27,7 @@ const (
 	runcLogFile    = "runc.log"
 	shimLogFile    = "shim.log"
 	initPidFile    = "init.pid"
+	attachSocket   = "attach.sock"
 	rootfsDir      = "rootfs"
 )
 
