@@ -8,13 +8,16 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/apiserver/pkg/registry/generic"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 
+	"tether/apiserver/kubeletclient"
 	"tether/apiserver/registry"
 	"tether/apiserver/scheme"
 )
@@ -27,6 +30,36 @@ type apiDeps struct {
 	escalation *registry.RBACEscalation
 	reviews    registry.ReviewConfig
 	tokens     registry.TokenRequestConfig
+	// services allocates Service cluster IPs and node ports; if nil,
+	// Services keep what they are given.
+	services *registry.ServiceAllocator
+	// kubelet configures the client of pods/log, exec, attach and
+	// portforward; its Nodes are set here, from the node storage.
+	kubelet kubeletclient.Config
+	// authorizer checks create on pods/exec, attach and portforward.
+	authorizer authorizer.UnconditionalAuthorizer
+}
+
+// addPodStreams adds the pod subresources that reach the pod's kubelet
+// (path P5) to the core storage.
+func addPodStreams(core map[string]rest.Storage, pods *registry.REST, deps apiDeps) error {
+	nodes, ok := core["nodes"].(*registry.REST)
+	if !ok {
+		return fmt.Errorf("apiserver: unexpected node storage %T", core["nodes"])
+	}
+	kcfg := deps.kubelet
+	kcfg.Nodes = kubeletclient.NodeGetterFunc(registry.NodeGetter(nodes))
+	kubelets, err := kubeletclient.New(kcfg)
+	if err != nil {
+		return fmt.Errorf("apiserver: %w", err)
+	}
+	streams, err := registry.NewPodStreamStorage(registry.PodStreamConfig{Pods: pods, Kubelets: kubelets, Authorizer: deps.authorizer})
+	if err != nil {
+		return fmt.Errorf("apiserver: %w", err)
+	}
+	core["pods/log"], core["pods/exec"] = streams.Log, streams.Exec
+	core["pods/attach"], core["pods/portforward"] = streams.Attach, streams.PortForward
+	return nil
 }
 
 func apiGroups(opts generic.RESTOptionsGetter, deps apiDeps) ([]*genericapiserver.APIGroupInfo, error) {
@@ -50,6 +83,12 @@ func apiGroups(opts generic.RESTOptionsGetter, deps apiDeps) ([]*genericapiserve
 			return nil, err
 		}
 	}
+	// Services get their cluster IPs and node ports from the allocator.
+	svc, err := deps.services.Storage(core["services"])
+	if err != nil {
+		return nil, err
+	}
+	core["services"] = svc
 	ns, nsStatus, nsFinalize, err := registry.NewNamespaceStorage(opts)
 	if err != nil {
 		return nil, err
@@ -61,6 +100,9 @@ func apiGroups(opts generic.RESTOptionsGetter, deps apiDeps) ([]*genericapiserve
 		return nil, fmt.Errorf("apiserver: unexpected pod storage %T", core["pods"])
 	}
 	core["pods/binding"], core["bindings"] = registry.NewBindingStorage(pods)
+	if err := addPodStreams(core, pods, deps); err != nil {
+		return nil, err
+	}
 
 	coordination := map[string]rest.Storage{}
 	if err := add(coordination, registry.Leases); err != nil {
@@ -84,6 +126,11 @@ func apiGroups(opts generic.RESTOptionsGetter, deps apiDeps) ([]*genericapiserve
 		return nil, err
 	}
 
+	discovery := map[string]rest.Storage{}
+	if err := add(discovery, registry.EndpointSlices); err != nil {
+		return nil, err
+	}
+
 	rbac, err := registry.RBACStorage(opts, deps.escalation)
 	if err != nil {
 		return nil, err
@@ -95,6 +142,7 @@ func apiGroups(opts generic.RESTOptionsGetter, deps apiDeps) ([]*genericapiserve
 		group(coordinationv1.SchemeGroupVersion, coordination),
 		group(certificatesv1.SchemeGroupVersion, certificates),
 		group(eventsv1.SchemeGroupVersion, events),
+		group(discoveryv1.SchemeGroupVersion, discovery),
 		group(rbacv1.SchemeGroupVersion, rbac),
 		group(authenticationv1.SchemeGroupVersion, authentication),
 		group(authorizationv1.SchemeGroupVersion, authorization),

@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+
+	"tether/apiserver/peers"
 )
 
 // SystemNamespaces exist in every cluster and are created at every start.
@@ -39,10 +41,13 @@ func createSystemNamespaces(ctx context.Context, client kubernetes.Interface, lo
 }
 
 // ensureKubernetesService creates, or corrects, the Service default/kubernetes
-// (cluster IP ip, port 443 named https) and its Endpoints, which name this
-// server's advertise address and secure port. Pods find the API server
-// through it (KUBERNETES_SERVICE_HOST and the service proxy). A loopback
-// advertise address (tests) gets no Endpoints: validation refuses it.
+// (cluster IP ip, port 443 named https) and starts keeping its Endpoints and
+// EndpointSlice: they list every API server whose lease is fresh (package
+// peers), this one at its advertise address and secure port among them.
+// Pods find the API server through them (KUBERNETES_SERVICE_HOST and the
+// service proxy). The first write happens before it returns; the keeping
+// runs in a goroutine until ctx ends. A loopback advertise address (tests)
+// is never listed: validation refuses it.
 func ensureKubernetesService(ctx context.Context, client kubernetes.Interface, ip, advertise net.IP, port int, log *slog.Logger) error {
 	meta := metav1.ObjectMeta{Name: "kubernetes", Namespace: metav1.NamespaceDefault,
 		Labels: map[string]string{"component": "apiserver", "provider": "kubernetes"}}
@@ -54,26 +59,26 @@ func ensureKubernetesService(ctx context.Context, client kubernetes.Interface, i
 		Ports: []corev1.ServicePort{{Name: "https", Protocol: corev1.ProtocolTCP, Port: 443,
 			TargetPort: intstr.FromInt32(int32(port))}},
 	}}
-	wantEP := &corev1.Endpoints{ObjectMeta: meta, Subsets: []corev1.EndpointSubset{{
-		Addresses: []corev1.EndpointAddress{{IP: advertise.String()}},
-		Ports:     []corev1.EndpointPort{{Name: "https", Port: int32(port), Protocol: corev1.ProtocolTCP}},
-	}}}
-	return wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	endpoints, err := peers.New(peers.Config{Client: client, Address: advertise, Port: port, Logger: log})
+	if err != nil {
+		return fmt.Errorf("apiserver: kubernetes service endpoints: %w", err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		if err := ensureService(ctx, client, want); err != nil {
 			log.Debug("creating the kubernetes service", "component", "apiserver", "err", err)
 			return false, nil
 		}
-		if advertise.IsLoopback() || advertise.IsUnspecified() {
-			// Endpoints may not name loopback addresses: pods could not
-			// reach them anyway. The Service exists for the environment.
-			return true, nil
-		}
-		if err := ensureEndpoints(ctx, client, wantEP); err != nil {
-			log.Debug("creating the kubernetes endpoints", "component", "apiserver", "err", err)
+		if err := endpoints.Sync(ctx); err != nil {
+			log.Debug("writing the kubernetes endpoints", "component", "apiserver", "err", err)
 			return false, nil
 		}
 		return true, nil
 	})
+	if err != nil {
+		return err
+	}
+	go func() { _ = endpoints.Run(ctx) }() // returns when the server stops
+	return nil
 }
 
 func ensureService(ctx context.Context, client kubernetes.Interface, want *corev1.Service) error {
@@ -99,20 +104,5 @@ func ensureService(ctx context.Context, client kubernetes.Interface, want *corev
 	}
 	cur.Spec.Ports = want.Spec.Ports
 	_, err = svcs.Update(ctx, cur, metav1.UpdateOptions{})
-	return err
-}
-
-func ensureEndpoints(ctx context.Context, client kubernetes.Interface, want *corev1.Endpoints) error {
-	eps := client.CoreV1().Endpoints(want.Namespace)
-	cur, err := eps.Get(ctx, want.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		_, err = eps.Create(ctx, want, metav1.CreateOptions{})
-		return err
-	}
-	if err != nil || equality.Semantic.DeepEqual(cur.Subsets, want.Subsets) {
-		return err
-	}
-	cur.Subsets = want.Subsets
-	_, err = eps.Update(ctx, cur, metav1.UpdateOptions{})
 	return err
 }

@@ -26,6 +26,8 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/admission"
@@ -37,6 +39,7 @@ import (
 	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+	genericfilters "k8s.io/apiserver/pkg/server/filters"
 	"k8s.io/apiserver/pkg/server/healthz"
 	"k8s.io/apiserver/pkg/storage/storagebackend/factory"
 	"k8s.io/client-go/informers"
@@ -52,6 +55,7 @@ import (
 	"tether/apiserver/authz"
 	"tether/apiserver/authz/node"
 	"tether/apiserver/authz/rbac"
+	"tether/apiserver/kubeletclient"
 	"tether/apiserver/openapi"
 	"tether/apiserver/registry"
 	"tether/apiserver/scheme"
@@ -72,6 +76,13 @@ type Config struct {
 	// the first address of the service range. If nil, the server does not
 	// create that Service.
 	ServiceIP net.IP
+	// ServiceClusterIPRange is the range Service cluster IPs are allocated
+	// from (--service-cluster-ip-range). If nil, nothing is allocated:
+	// Services keep the cluster IPs and node ports they are given.
+	ServiceClusterIPRange *net.IPNet
+	// ServiceNodePortRange is the range node ports are allocated from
+	// (--service-node-port-range). If zero, 30000-32767.
+	ServiceNodePortRange utilnet.PortRange
 
 	// ServingCertFile and ServingKeyFile hold the serving certificate; they
 	// are re-read when they change. Required.
@@ -100,6 +111,19 @@ type Config struct {
 	// not audited.
 	Audit AuditConfig
 
+	// KubeletClientCertificate returns the client certificate the server
+	// presents to kubelets for logs, exec, attach and port-forward (path
+	// P5); kubelets know the server by its CN, kubeletclient.User.
+	// Required.
+	KubeletClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+	// KubeletPreferredAddressTypes orders the node address types used to
+	// reach a kubelet. If empty, InternalIP, then Hostname.
+	KubeletPreferredAddressTypes []corev1.NodeAddressType
+	// KubeletInsecureSkipTLSVerify accepts any kubelet serving
+	// certificate instead of verifying it against the server CA. Every
+	// use logs a warning.
+	KubeletInsecureSkipTLSVerify bool
+
 	// Version is tether's own version; /version reports
 	// v1.37.2+tether.<Version>. If empty, "dev".
 	Version string
@@ -120,6 +144,11 @@ type Server struct {
 
 // New validates cfg and reads nothing from the network.
 func New(cfg Config) (*Server, error) {
+	// The scheme is process-global and read without locks once a server
+	// runs: everything is registered now, before any store exists.
+	if err := registry.PrepareScheme(); err != nil {
+		return nil, fmt.Errorf("apiserver: %w", err)
+	}
 	var errs []error
 	for name, v := range map[string]string{
 		"serving certificate file": cfg.ServingCertFile, "serving key file": cfg.ServingKeyFile,
@@ -130,8 +159,24 @@ func New(cfg Config) (*Server, error) {
 			errs = append(errs, fmt.Errorf("apiserver: %s is required", name))
 		}
 	}
+	if cfg.KubeletClientCertificate == nil {
+		errs = append(errs, errors.New("apiserver: a kubelet client certificate source is required"))
+	}
+	if len(cfg.KubeletPreferredAddressTypes) > 0 {
+		if err := kubeletclient.ValidateAddressTypes(cfg.KubeletPreferredAddressTypes); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if len(cfg.Storage.Servers) == 0 {
 		errs = append(errs, errors.New("apiserver: no etcd servers configured"))
+	}
+	if cfg.ServiceNodePortRange.Size == 0 {
+		cfg.ServiceNodePortRange = registry.DefaultServiceNodePortRange
+	}
+	if cfg.ServiceClusterIPRange != nil {
+		if err := registry.ValidateServiceRanges(cfg.ServiceClusterIPRange, cfg.ServiceNodePortRange); err != nil {
+			errs = append(errs, fmt.Errorf("apiserver: %w", err))
+		}
 	}
 	if cfg.SecurePort < 0 || cfg.SecurePort > 65535 {
 		errs = append(errs, fmt.Errorf("apiserver: secure port %d is out of range", cfg.SecurePort))
@@ -211,6 +256,12 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 	gc.PublicAddress = advertise
 	gc.ExternalAddress = net.JoinHostPort(advertise.String(), strconv.Itoa(port))
 	gc.EnableProfiling = false
+	// Watches and the streams to kubelets and pods (logs -f, exec,
+	// attach, port-forward, proxy) may stay open and quiet for as long as
+	// their clients want: no request timeout applies to them.
+	gc.LongRunningFunc = genericfilters.BasicLongRunningRequestCheck(
+		sets.NewString("watch", "proxy"),
+		sets.NewString("attach", "exec", "proxy", "log", "portforward"))
 	gc.SecureServing = &genericapiserver.SecureServingInfo{
 		Listener:      ln,
 		Cert:          serving,
@@ -345,10 +396,29 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: %w", err)
 	}
+	var services *registry.ServiceAllocator
+	if s.cfg.ServiceClusterIPRange != nil {
+		services, err = registry.NewServiceAllocator(registry.ServiceAllocatorConfig{
+			Storage: s.cfg.Storage, ClusterIPRange: s.cfg.ServiceClusterIPRange,
+			NodePortRange: s.cfg.ServiceNodePortRange, Logger: s.cfg.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("apiserver: %w", err)
+		}
+	}
 	groups, err := apiGroups(storage.RESTOptions{Backend: s.cfg.Storage, DisableWatchCache: s.cfg.DisableWatchCache}, apiDeps{
 		escalation: &registry.RBACEscalation{Rules: rbacAuthz, Authorizer: fullAuthz},
 		reviews:    registry.ReviewConfig{Tokens: tokens, APIAudiences: s.cfg.APIAudiences, Authorizer: fullAuthz, Rules: rbacAuthz},
 		tokens:     registry.TokenRequestConfig{Issuer: issuer, Getter: getter, APIAudiences: s.cfg.APIAudiences},
+		kubelet: kubeletclient.Config{
+			ServerCA:              serverCA,
+			ClientCertificate:     s.cfg.KubeletClientCertificate,
+			PreferredAddressTypes: s.cfg.KubeletPreferredAddressTypes,
+			InsecureSkipTLSVerify: s.cfg.KubeletInsecureSkipTLSVerify,
+			Logger:                s.cfg.Logger,
+		},
+		authorizer: fullAuthz,
+		services:   services,
 	})
 	if err != nil {
 		return nil, err
@@ -371,12 +441,23 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 		go func() { <-hc.Done(); close(stopReadyCheck) }()
 		return nil
 	})
+	if services != nil {
+		// Reconcile allocations with Services before the server is
+		// ready, then every few minutes.
+		gs.AddPostStartHookOrDie("tether-service-allocation-repair", func(hc genericapiserver.PostStartHookContext) error {
+			if err := services.Repair(hc); err != nil {
+				s.cfg.Logger.Warn("repairing service allocations", "component", "apiserver", "err", err)
+			}
+			go services.Run(hc)
+			return nil
+		})
+	}
 	gs.AddPostStartHookOrDie("tether-bootstrap", func(hc genericapiserver.PostStartHookContext) error {
 		if err := createSystemNamespaces(hc, client, s.cfg.Logger); err != nil {
 			return err
 		}
 		if s.cfg.ServiceIP != nil {
-			if err := ensureKubernetesService(hc, client, s.cfg.ServiceIP, s.advertiseAddress(), s.cfg.SecurePort, s.cfg.Logger); err != nil {
+			if err := ensureKubernetesService(hc, client, s.cfg.ServiceIP, s.advertiseAddress(), port, s.cfg.Logger); err != nil {
 				return err
 			}
 		}

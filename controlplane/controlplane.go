@@ -16,16 +16,21 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
 	"tether/apiserver"
+	"tether/apiserver/kubeletclient"
 	"tether/apiserver/storage"
 	"tether/controllers/bootstrapsigner"
 	"tether/controllers/clusterroleaggregation"
 	"tether/controllers/csrapproving"
 	"tether/controllers/csrsigning"
+	"tether/controllers/endpoints"
+	"tether/controllers/endpointslice"
 	"tether/controllers/namespace"
 	"tether/controllers/nodeipam"
 	"tether/controllers/nodelifecycle"
@@ -61,6 +66,9 @@ type Config struct {
 	// ServiceClusterIPRange is the service CIDR. Its first IP is the
 	// kubernetes Service's address. Required.
 	ServiceClusterIPRange *net.IPNet
+	// ServiceNodePortRange is where node ports are allocated. If zero,
+	// 30000-32767.
+	ServiceNodePortRange utilnet.PortRange
 	// ClusterCIDR is the pod network. Required.
 	ClusterCIDR *net.IPNet
 
@@ -73,6 +81,13 @@ type Config struct {
 	// ClusterSigningDuration is the longest validity of certificates issued
 	// through the CSR API. If 0, 24 hours.
 	ClusterSigningDuration time.Duration
+
+	// KubeletPreferredAddressTypes orders the node address types the API
+	// server uses to reach kubelets. If empty, InternalIP, then Hostname.
+	KubeletPreferredAddressTypes []corev1.NodeAddressType
+	// KubeletInsecureSkipTLSVerify stops the API server from verifying
+	// kubelet serving certificates. Every use logs a warning.
+	KubeletInsecureSkipTLSVerify bool
 
 	// AuditLogPath is the audit log file. If empty, DataDir/audit.log.
 	AuditLogPath string
@@ -144,8 +159,16 @@ func New(cfg Config) (*ControlPlane, error) {
 		backend = c.etcd.Backend()
 	}
 	c.backend = backend
+	// The API server reaches kubelets with a certificate of its own,
+	// issued in memory from the client CA and renewed before it expires.
+	kubeletIdentity, err := kubeletclient.NewIdentity(p.ClientCA, 0, kubeletclient.User)
+	if err != nil {
+		return nil, err
+	}
 	c.api, err = apiserver.New(apiserver.Config{
 		ServiceIP:             FirstIP(cfg.ServiceClusterIPRange),
+		ServiceClusterIPRange: cfg.ServiceClusterIPRange,
+		ServiceNodePortRange:  cfg.ServiceNodePortRange,
 		BindAddress:           cfg.BindAddress,
 		SecurePort:            cfg.SecurePort,
 		AdvertiseAddress:      cfg.AdvertiseAddress,
@@ -160,6 +183,10 @@ func New(cfg Config) (*ControlPlane, error) {
 		Audit:                 apiserver.AuditConfig{Path: cfg.AuditLogPath},
 		Version:               cfg.Version,
 		Logger:                cfg.Logger,
+
+		KubeletClientCertificate:     kubeletIdentity.GetClientCertificate,
+		KubeletPreferredAddressTypes: cfg.KubeletPreferredAddressTypes,
+		KubeletInsecureSkipTLSVerify: cfg.KubeletInsecureSkipTLSVerify,
 	})
 	if err != nil {
 		return nil, err
@@ -298,7 +325,11 @@ func (c *ControlPlane) runControllers(ctx context.Context, cfg *rest.Config) err
 	if err != nil {
 		return err
 	}
-	clusterInfo, err := bootstrapsigner.New(bootstrapsigner.Config{Client: client, ServerURL: c.url, CACert: c.pki.ServerCA.CertPEM(), Logger: c.cfg.Logger})
+	clusterInfo, err := bootstrapsigner.New(bootstrapsigner.Config{Client: client, ServerURL: c.url, CACert: c.pki.ServerCA.CertPEM(), ClientCACert: c.pki.ClientCA.CertPEM(),
+		Extra: map[string]string{
+			bootstrapsigner.ServiceCIDRKey: c.cfg.ServiceClusterIPRange.String(),
+			bootstrapsigner.ClusterCIDRKey: c.cfg.ClusterCIDR.String(),
+		}, Logger: c.cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -332,9 +363,19 @@ func (c *ControlPlane) runControllers(ctx context.Context, cfg *rest.Config) err
 	if err != nil {
 		return err
 	}
+	eps, err := endpoints.New(endpoints.Config{Client: client, Logger: c.cfg.Logger})
+	if err != nil {
+		return err
+	}
+	epSlices, err := endpointslice.New(endpointslice.Config{Client: client, Logger: c.cfg.Logger})
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return accounts.Run(gctx) })
 	g.Go(func() error { return rootCA.Run(gctx) })
+	g.Go(func() error { return eps.Run(gctx) })
+	g.Go(func() error { return epSlices.Run(gctx) })
 	g.Go(func() error { return ipam.Run(gctx) })
 	g.Go(func() error { return lifecycle.Run(gctx) })
 	g.Go(func() error { return ns.Run(gctx) })
@@ -344,7 +385,7 @@ func (c *ControlPlane) runControllers(ctx context.Context, cfg *rest.Config) err
 	g.Go(func() error { return approver.Run(gctx) })
 	g.Go(func() error { return signer.Run(gctx) })
 	g.Go(func() error {
-		for _, ready := range []<-chan struct{}{ns.Ready(), agg.Ready(), clusterInfo.Ready(), tokens.Ready(), approver.Ready(), signer.Ready(), ipam.Ready(), lifecycle.Ready(), accounts.Ready(), rootCA.Ready()} {
+		for _, ready := range []<-chan struct{}{ns.Ready(), agg.Ready(), clusterInfo.Ready(), tokens.Ready(), approver.Ready(), signer.Ready(), ipam.Ready(), lifecycle.Ready(), accounts.Ready(), rootCA.Ready(), eps.Ready(), epSlices.Ready()} {
 			select {
 			case <-ready:
 			case <-gctx.Done():

@@ -78,5 +78,8 @@ func (i *identity) restConfig(host string, serverCA []byte) (*rest.Config, error
 		MaxIdleConnsPerHost: 25,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &rest.Config{Host: host, Transport: tr, QPS: 100, Burst: 200, UserAgent: "tether/" + i.req.CommonName}, nil
+	return &rest.Config{Host: host, Transport: tr, QPS: 100, Burst: 200, UserAgent: "tether/" + i.req.CommonName,
+		// The controllers use v1 Endpoints on purpose (they keep them for
+		// older clients); the deprecation warning would only be noise.
+		WarningHandler: rest.NoWarnings{}}, nil
 }

@@ -42,6 +42,7 @@ import (
 	"tether/kubelet/bootstrap"
 	"tether/kubelet/certificate"
 	"tether/kubelet/server"
+	"tether/proxy"
 )
 
 // Defaults.
@@ -118,6 +119,11 @@ type Config struct {
 	// ShimCommand starts a container shim. If empty, this binary's "shim"
 	// command.
 	ShimCommand []string
+
+	// RunProxy runs the service proxy (nftables; needs root and nft).
+	RunProxy bool
+	// ProxyTable is the proxy's nftables table. If empty, "tether".
+	ProxyTable string
 }
 
 // Agent is a node agent. Create it with New.
@@ -128,6 +134,9 @@ type Agent struct {
 
 	rejectOnce sync.Once
 	rejected   chan struct{}
+
+	clientCA   clientCA       // verifies client certificates on the kubelet port
+	containers lazyContainers // the pods, for the kubelet API
 }
 
 // New validates cfg, reporting every problem at once, and fills in
@@ -190,12 +199,17 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{
+	if cfg.ProxyTable == "" {
+		cfg.ProxyTable = proxy.DefaultTableName
+	}
+	a := &Agent{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "kubelet", "node", cfg.NodeName),
 		ready:    make(chan struct{}),
 		rejected: make(chan struct{}),
-	}, nil
+	}
+	a.clientCA.read = make(chan struct{})
+	return a, nil
 }
 
 // NodeName is the name the agent registers its Node under.
@@ -281,8 +295,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		Host:      res.Server,
 		Transport: transport,
 		UserAgent: "tether-agent/" + KubeletVersion + " (" + cfg.NodeName + ")",
-		QPS:       20,
-		Burst:     40,
+		QPS:       50,
+		Burst:     100,
 	})
 	if err != nil {
 		return fmt.Errorf("kubelet: client for %s: %w", res.Server, err)
@@ -316,7 +330,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			return nil, errors.New("kubelet: no serving certificate yet (its CSR awaits approval)")
 		},
-		Logger: cfg.Logger.With("component", "kubelet-server"),
+		NodeName:   cfg.NodeName,
+		ClientCA:   a.clientCA.Pool,
+		Client:     client,
+		Containers: &a.containers,
+		Logger:     cfg.Logger.With("component", "kubelet-server"),
 	})
 	if err != nil {
 		return err
@@ -332,6 +350,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	})
 	g.Go(func() error { return srv.Serve(gctx, ln) })
+	g.Go(func() error { return a.clientCA.run(gctx, a, res.Server, res.CAPEM) })
 	g.Go(func() error {
 		if err := n.register(gctx); err != nil {
 			return a.fatal(gctx, err)
@@ -348,6 +367,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		hb.Go(func() error { return a.every(hctx, n.updateStatus, "update the node's status") })
 		if cfg.RunPods {
 			hb.Go(func() error { return a.runPods(hctx, client, nodeIP) })
+		}
+		if cfg.RunProxy {
+			hb.Go(func() error { return a.runProxy(hctx, client, nodeIP) })
 		}
 		return hb.Wait()
 	})

@@ -23,6 +23,7 @@ import (
 	"tether/kubelet/pods"
 	"tether/kubelet/runtime"
 	"tether/kubelet/volume"
+	"tether/proxy"
 )
 
 // runPods runs the node's pods until ctx ends: it waits for the Node's pod
@@ -82,6 +83,7 @@ func (a *Agent) runPods(ctx context.Context, client kubernetes.Interface, nodeIP
 	if err != nil {
 		return err
 	}
+	a.containers.m.Store(mgr)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return vols.Run(gctx) })
 	g.Go(func() error { return mgr.Run(gctx) })
@@ -176,4 +178,32 @@ func (a *Agent) syncRoutes(ctx context.Context, client kubernetes.Interface, n *
 			a.log.Warn("sync routes to other nodes' pods", "err", err)
 		}
 	}
+}
+
+// runProxy runs the service proxy once the cluster's ranges are known.
+func (a *Agent) runProxy(ctx context.Context, client kubernetes.Interface, nodeIP net.IP) error {
+	serviceCIDR, clusterCIDR, ok := a.clientCA.ranges(ctx)
+	if !ok {
+		return nil
+	}
+	p, err := proxy.New(proxy.Config{
+		Client:      client,
+		NodeName:    a.cfg.NodeName,
+		NodeIPs:     []net.IP{nodeIP},
+		ServiceCIDR: serviceCIDR,
+		ClusterCIDR: clusterCIDR,
+		TableName:   a.cfg.ProxyTable,
+		Logger:      a.cfg.Logger.With("component", "proxy"),
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		select {
+		case <-p.Ready():
+			fmt.Fprintf(a.cfg.Progress, "proxy: services programmed in nftables table %s (service range %s)\n", a.cfg.ProxyTable, serviceCIDR)
+		case <-ctx.Done():
+		}
+	}()
+	return p.Run(ctx)
 }

@@ -23,8 +23,11 @@ import (
 // Services serves core/v1 Services, named by DNS-1035 labels so that the
 // name can be a DNS name and an environment variable prefix.
 //
-// Cluster IPs and node ports are not allocated yet: a service keeps the
-// clusterIP and nodePorts it is given, and an empty clusterIP stays empty.
+// Cluster IPs and node ports are allocated by a ServiceAllocator that
+// ServiceAllocator.Storage hooks into the storage (services_alloc.go): a
+// Service gets the clusterIP and nodePorts it asks for if they are free
+// and in range, and free ones otherwise. Without an allocator a Service
+// keeps what it is given, and an empty clusterIP stays empty.
 var Services = &Resource{
 	GVK:                  corev1.SchemeGroupVersion.WithKind("Service"),
 	Resource:             "services",
@@ -44,13 +47,6 @@ var Services = &Resource{
 	Columns:              svcColumns,
 	Row:                  svcRow,
 }
-
-// svcNodePortMin and svcNodePortMax bound node ports, as kube-apiserver's
-// default --service-node-port-range does.
-const (
-	svcNodePortMin = 30000
-	svcNodePortMax = 32767
-)
 
 // svcMaxAffinityTimeout is the longest ClientIP session affinity: a day.
 const svcMaxAffinityTimeout = 24 * 60 * 60
@@ -117,9 +113,9 @@ func svcDefault(obj runtime.Object) {
 	case spec.ClusterIP == "" && len(spec.ClusterIPs) > 0:
 		spec.ClusterIP = spec.ClusterIPs[0]
 	}
-	// The cluster is single-stack IPv4 until tether allocates cluster IPs:
-	// a service takes the families of the IPs it was given, or IPv4.
-	// Headless services without a selector take whatever the cluster has.
+	// A service takes the families of the IPs it was given; the allocator
+	// gives the others the cluster's family. Headless services without a
+	// selector take whatever the cluster has.
 	if spec.IPFamilyPolicy == nil {
 		p := corev1.IPFamilyPolicySingleStack
 		if spec.ClusterIP == corev1.ClusterIPNone && len(spec.Selector) == 0 {
@@ -132,9 +128,6 @@ func svcDefault(obj runtime.Object) {
 			if f := coreIPFamily(ip); f != "" && !slices.Contains(spec.IPFamilies, f) {
 				spec.IPFamilies = append(spec.IPFamilies, f)
 			}
-		}
-		if len(spec.IPFamilies) == 0 {
-			spec.IPFamilies = []corev1.IPFamily{corev1.IPv4Protocol}
 		}
 	}
 }
@@ -153,6 +146,9 @@ func svcPrepareForUpdate(_ context.Context, obj, old runtime.Object) {
 		}
 		if len(spec.ClusterIPs) == 0 {
 			spec.ClusterIPs = slices.Clone(ospec.ClusterIPs)
+		}
+		if len(spec.IPFamilies) == 0 && slices.Equal(spec.ClusterIPs, ospec.ClusterIPs) {
+			spec.IPFamilies = slices.Clone(ospec.IPFamilies)
 		}
 		// A client that changed only clusterIP changed the first of
 		// clusterIPs, which validation then rejects as such.
@@ -422,8 +418,9 @@ func svcValidatePorts(spec *corev1.ServiceSpec, p *field.Path) field.ErrorList {
 		switch {
 		case !svcNeedsNodePorts(spec):
 			errs = append(errs, field.Forbidden(npp, fmt.Sprintf("may not be used when `type` is '%s'", spec.Type)))
-		case port.NodePort < svcNodePortMin || port.NodePort > svcNodePortMax:
-			errs = append(errs, field.Invalid(npp, port.NodePort, fmt.Sprintf("provided port is not in the valid range. The range of valid ports is %d-%d", svcNodePortMin, svcNodePortMax)))
+		default:
+			// The allocator checks --service-node-port-range.
+			errs = append(errs, validatePortNumber(npp, port.NodePort)...)
 		}
 		if key := fmt.Sprintf("%d/%s", port.NodePort, port.Protocol); nodePorts[key] {
 			errs = append(errs, field.Duplicate(npp, key))

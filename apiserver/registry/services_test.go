@@ -157,9 +157,9 @@ func TestServiceValidate(t *testing.T) {
 			s.Spec.Type = corev1.ServiceTypeNodePort
 			s.Spec.Ports[0].NodePort = 30080
 		}, nil},
-		{"nodePort out of range", func(s *corev1.Service) {
+		{"nodePort not a port", func(s *corev1.Service) {
 			s.Spec.Type = corev1.ServiceTypeNodePort
-			s.Spec.Ports[0].NodePort = 8080
+			s.Spec.Ports[0].NodePort = 70000
 		}, []string{"spec.ports[0].nodePort"}},
 		{"nodePort twice", func(s *corev1.Service) {
 			s.Spec.Type = corev1.ServiceTypeLoadBalancer

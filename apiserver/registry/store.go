@@ -152,3 +152,25 @@ func RegisterInScheme(res *Resource) error {
 	schemeRegistered[res.GVK] = true
 	return nil
 }
+
+// Resources returns every resource the API server stores.
+func Resources() []*Resource {
+	return []*Resource{
+		Pods, Nodes, Services, Endpoints, ConfigMaps, Secrets, ServiceAccounts, Events, EventsV1,
+		Namespaces, Leases, CertificateSigningRequests, EndpointSlices,
+		Roles, ClusterRoles, RoleBindings, ClusterRoleBindings,
+	}
+}
+
+// PrepareScheme registers every resource, and the query conversions of the
+// pod subresources, in the scheme. The scheme's maps are read without locks
+// by running watches and requests, so this must happen before the first
+// store exists; later calls change nothing.
+func PrepareScheme() error {
+	for _, res := range Resources() {
+		if err := RegisterInScheme(res); err != nil {
+			return err
+		}
+	}
+	return registerPodStreamConversions()
+}

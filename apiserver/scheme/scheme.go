@@ -16,6 +16,7 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
@@ -42,6 +43,7 @@ var Served = []schema.GroupVersion{
 	coordinationv1.SchemeGroupVersion,
 	certificatesv1.SchemeGroupVersion,
 	eventsv1.SchemeGroupVersion,
+	discoveryv1.SchemeGroupVersion,
 	rbacv1.SchemeGroupVersion,
 	authenticationv1.SchemeGroupVersion,
 	authorizationv1.SchemeGroupVersion,

@@ -37,6 +37,7 @@ type agentOptions struct {
 	NodeIP            string
 	KubeletPort       int
 	Verbose           bool
+	Cleanup           bool
 	Pods              podOptions
 }
 
@@ -44,6 +45,8 @@ type agentOptions struct {
 // the local agent of `tether server`.
 type podOptions struct {
 	Disable            bool
+	DisableProxy       bool
+	ProxyTable         string
 	Bridge             string
 	CgroupParent       string
 	LogDir             string
@@ -52,6 +55,8 @@ type podOptions struct {
 
 func (p *podOptions) addFlags(f *pflag.FlagSet) {
 	f.BoolVar(&p.Disable, "disable-pods", false, "do not run pods on this node (it still registers and heartbeats)")
+	f.BoolVar(&p.DisableProxy, "disable-proxy", false, "do not run the service proxy (nftables rules for Service IPs and NodePorts)")
+	f.StringVar(&p.ProxyTable, "proxy-table", "tether", "name of the service proxy's nftables table")
 	f.StringVar(&p.Bridge, "pod-bridge", "tether0", "name of the pod network's bridge")
 	f.StringVar(&p.CgroupParent, "cgroup-parent", "", "cgroupfs parent of the pods' cgroups (default /tether/<node name>)")
 	f.StringVar(&p.LogDir, "pod-log-dir", "/var/log/pods", "directory for container logs")
@@ -61,6 +66,8 @@ func (p *podOptions) addFlags(f *pflag.FlagSet) {
 // apply sets the pod fields of an agent configuration.
 func (p *podOptions) apply(cfg *kubelet.Config) {
 	cfg.RunPods = !p.Disable
+	cfg.RunProxy = !p.DisableProxy
+	cfg.ProxyTable = p.ProxyTable
 	cfg.Bridge = p.Bridge
 	cfg.CgroupParent = p.CgroupParent
 	cfg.LogDir = p.LogDir
@@ -89,6 +96,13 @@ under --data-dir. Later runs reuse those credentials and need no token.`,
     --ca-cert-hash sha256:<64 hex digits>`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Cleanup {
+				if err := proxyCleanup(cmd.Context(), o.Pods.ProxyTable); err != nil {
+					return fmt.Errorf("--cleanup: %w", err)
+				}
+				fmt.Fprintf(stdout, "removed the service proxy's nftables table %s and its service-range route\n", o.Pods.ProxyTable)
+				return nil
+			}
 			cfg, err := o.config()
 			if err != nil {
 				return err
@@ -118,6 +132,7 @@ under --data-dir. Later runs reuse those credentials and need no token.`,
 	f.IntVar(&o.KubeletPort, "kubelet-port", kubelet.DefaultKubeletPort, "HTTPS port of the kubelet")
 	f.BoolVarP(&o.Verbose, "verbose", "v", false, "log debug messages")
 	o.Pods.addFlags(f)
+	f.BoolVar(&o.Cleanup, "cleanup", false, "remove the service proxy's nftables rules and route from this machine, then exit")
 	return cmd
 }
 

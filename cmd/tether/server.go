@@ -11,8 +11,11 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"tether/apiserver/kubeletclient"
 	"tether/controlplane"
 	"tether/internal/version"
 	"tether/kubelet"
@@ -29,6 +32,7 @@ type serverOptions struct {
 	EtcdCertFile           string
 	EtcdKeyFile            string
 	ServiceClusterIPRange  string
+	ServiceNodePortRange   string
 	ClusterCIDR            string
 	DisableAgent           bool
 	NodeName               string
@@ -39,6 +43,9 @@ type serverOptions struct {
 	APIAudiences           []string
 	Verbose                bool
 	Pods                   podOptions
+
+	KubeletPreferredAddressTypes []string
+	KubeletInsecureSkipTLSVerify bool
 }
 
 func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -57,6 +64,10 @@ func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
 				level = slog.LevelDebug
 			}
 			cfg.Logger = newLogger(stderr, level)
+			if cfg.KubeletInsecureSkipTLSVerify {
+				fmt.Fprintln(stderr, "WARNING: --kubelet-insecure-skip-tls-verify is set: the API server will NOT verify kubelet serving certificates; anyone who can intercept its traffic to a node can read logs and run commands as that node's kubelet")
+				cfg.Logger.Warn("kubelet serving certificates are not verified (--kubelet-insecure-skip-tls-verify)", "component", "server")
+			}
 			cp, err := controlplane.New(cfg)
 			if err != nil {
 				return err
@@ -91,6 +102,7 @@ func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.EtcdCertFile, "etcd-certfile", "", "client certificate for the external etcd servers")
 	f.StringVar(&o.EtcdKeyFile, "etcd-keyfile", "", "client key for the external etcd servers")
 	f.StringVar(&o.ServiceClusterIPRange, "service-cluster-ip-range", "10.96.0.0/12", "CIDR of Service cluster IPs")
+	f.StringVar(&o.ServiceNodePortRange, "service-node-port-range", "30000-32767", "port range of Service node ports, inclusive")
 	f.StringVar(&o.ClusterCIDR, "cluster-cidr", "10.244.0.0/16", "CIDR of the pod network")
 	f.StringVar(&o.AuditLogPath, "audit-log-path", "", "JSON-lines audit log, rotated by size (default <data-dir>/audit.log)")
 	f.StringVar(&o.ServiceAccountIssuer, "service-account-issuer", "https://kubernetes.default.svc.cluster.local", "issuer (iss) of service-account tokens; an https URL")
@@ -101,6 +113,10 @@ func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.NodeName, "node-name", "", "name of the local agent's Node (default: the host name, lower-cased)")
 	f.IntVar(&o.KubeletPort, "kubelet-port", kubelet.DefaultKubeletPort, "HTTPS port of the local agent's kubelet, on the advertise address")
 	f.BoolVarP(&o.Verbose, "verbose", "v", false, "log debug messages")
+	f.StringSliceVar(&o.KubeletPreferredAddressTypes, "kubelet-preferred-address-types", []string{"InternalIP", "Hostname"},
+		"node address types the API server uses to reach kubelets, in order of preference (Hostname, InternalIP, ExternalIP, InternalDNS, ExternalDNS)")
+	f.BoolVar(&o.KubeletInsecureSkipTLSVerify, "kubelet-insecure-skip-tls-verify", false,
+		"INSECURE: do not verify kubelet serving certificates against the cluster server CA (every connection logs a warning)")
 	return cmd
 }
 
@@ -132,6 +148,11 @@ func (o *serverOptions) config() (controlplane.Config, error) {
 	if _, cfg.ServiceClusterIPRange, err = net.ParseCIDR(o.ServiceClusterIPRange); err != nil {
 		errs = append(errs, fmt.Errorf("--service-cluster-ip-range %q is not a CIDR", o.ServiceClusterIPRange))
 	}
+	if pr, err := utilnet.ParsePortRange(o.ServiceNodePortRange); err != nil || pr.Size == 0 {
+		errs = append(errs, fmt.Errorf("--service-node-port-range %q is not a port range like 30000-32767", o.ServiceNodePortRange))
+	} else {
+		cfg.ServiceNodePortRange = *pr
+	}
 	if _, cfg.ClusterCIDR, err = net.ParseCIDR(o.ClusterCIDR); err != nil {
 		errs = append(errs, fmt.Errorf("--cluster-cidr %q is not a CIDR", o.ClusterCIDR))
 	}
@@ -143,6 +164,13 @@ func (o *serverOptions) config() (controlplane.Config, error) {
 	if o.KubeletPort < 1 || o.KubeletPort > 65535 {
 		errs = append(errs, fmt.Errorf("--kubelet-port %d is not between 1 and 65535", o.KubeletPort))
 	}
+	for _, t := range o.KubeletPreferredAddressTypes {
+		cfg.KubeletPreferredAddressTypes = append(cfg.KubeletPreferredAddressTypes, corev1.NodeAddressType(strings.TrimSpace(t)))
+	}
+	if err := kubeletclient.ValidateAddressTypes(cfg.KubeletPreferredAddressTypes); err != nil {
+		errs = append(errs, fmt.Errorf("--kubelet-preferred-address-types: %w", err))
+	}
+	cfg.KubeletInsecureSkipTLSVerify = o.KubeletInsecureSkipTLSVerify
 	for _, s := range o.EtcdServers {
 		if !strings.HasPrefix(s, "https://") && !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "unix://") {
 			errs = append(errs, fmt.Errorf("--etcd-servers entry %q must be an https://, http:// or unix:// URL", s))

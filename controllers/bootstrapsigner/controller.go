@@ -65,6 +65,14 @@ const (
 // write of cluster-info.
 const queueKey = metav1.NamespacePublic + "/" + bootstrapapi.ConfigMapClusterInfo
 
+// Keys tether adds to cluster-info: the client CA bundle, and the service
+// and pod ranges. All are public.
+const (
+	ClientCAKey    = "client-ca.crt"
+	ServiceCIDRKey = "service-cluster-ip-range"
+	ClusterCIDRKey = "cluster-cidr"
+)
+
 // Config configures a Controller. A Config is not changed after it is passed
 // to New.
 type Config struct {
@@ -77,6 +85,13 @@ type Config struct {
 	// CACert is the PEM bundle of the CA(s) that sign the API server's
 	// serving certificate (the server CA). Required.
 	CACert []byte
+	// ClientCACert, if set, is published as ClientCAKey: the CA bundle of
+	// client certificates, which node agents use to verify the API
+	// server's client certificate on the kubelet port. It is public.
+	ClientCACert []byte
+	// Extra are further public keys published in cluster-info as they are
+	// (the service and pod ranges, which node agents need).
+	Extra map[string]string
 	// Informers, if set, is the shared informer factory whose Secret and
 	// ConfigMap informers the controller uses; New registers them, and Run
 	// starts the factory's informers that are not running yet (with Run's
@@ -99,6 +114,8 @@ type Controller struct {
 	client    kubernetes.Interface
 	serverURL string
 	content   string // the kubeconfig published in cluster-info
+	clientCA  string // ClientCAKey's value; "" for none
+	extra     map[string]string
 	resync    time.Duration
 	log       *slog.Logger
 	now       func() time.Time
@@ -125,6 +142,11 @@ func New(cfg Config) (*Controller, error) {
 	if err := validateServerURL(cfg.ServerURL); err != nil {
 		errs = append(errs, err)
 	}
+	if len(cfg.ClientCACert) > 0 {
+		if _, err := certutil.ParseCertsPEM(cfg.ClientCACert); err != nil {
+			errs = append(errs, fmt.Errorf("bootstrapsigner: Config.ClientCACert: %w", err))
+		}
+	}
 	if len(cfg.CACert) == 0 {
 		errs = append(errs, errors.New("bootstrapsigner: Config.CACert is required"))
 	} else if _, err := certutil.ParseCertsPEM(cfg.CACert); err != nil {
@@ -148,6 +170,8 @@ func New(cfg Config) (*Controller, error) {
 		client:    cfg.Client,
 		serverURL: cfg.ServerURL,
 		content:   content,
+		clientCA:  string(cfg.ClientCACert),
+		extra:     maps.Clone(cfg.Extra),
 		resync:    cfg.ResyncPeriod,
 		log:       log.With("component", "bootstrap-signer"),
 		now:       time.Now,
@@ -307,6 +331,10 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 		if err != nil {
 			return 0, err
 		}
+		if c.clientCA != "" {
+			data[ClientCAKey] = c.clientCA
+		}
+		maps.Copy(data, c.extra)
 		cm = &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespacePublic, Name: bootstrapapi.ConfigMapClusterInfo},
 			Data:       data,
@@ -328,6 +356,10 @@ func (c *Controller) sync(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	if c.clientCA != "" {
+		data[ClientCAKey] = c.clientCA
+	}
+	maps.Copy(data, c.extra)
 	if maps.Equal(data, cm.Data) {
 		return next, nil
 	}

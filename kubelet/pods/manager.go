@@ -302,7 +302,9 @@ func (m *Manager) collectOrphans(ctx context.Context) {
 	}
 	if uids, err := m.cfg.Network.Pods(); err == nil {
 		for _, u := range uids {
-			if !known(types.UID(u)) {
+			// Network namespaces are machine-wide: another agent on this
+			// machine (tests run several) owns those it has no address for.
+			if _, ours := m.cfg.Network.PodIP(u); ours && !known(types.UID(u)) {
 				orphans[types.UID(u)] = true
 			}
 		}

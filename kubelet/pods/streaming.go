@@ -19,15 +19,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"tether/kubelet/runtime"
+	"tether/kubelet/server"
 )
 
 // What the kubelet API asks of the pods, for logs, exec, attach and
 // port-forward. These methods are safe to call from any goroutine.
 
-// Errors of Container.
+// Errors of Container: the kubelet API's, so that it answers 404.
 var (
-	ErrPodNotFound       = errors.New("pod not found")
-	ErrContainerNotFound = errors.New("container not found")
+	ErrPodNotFound       = server.ErrPodNotFound
+	ErrContainerNotFound = server.ErrContainerNotFound
 )
 
 // published is what a worker shares with the kubelet API after each sync.
