@@ -28,6 +28,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.AddCommand(newServerCommand(stdout, stderr), newTokenCommand(stdout), newNodeCommand(stdout, stderr), newAgentCommand(stdout, stderr), newVersionCommand(stdout))
 	root.AddCommand(newShimCommand())
 	root.AddCommand(newImageCommand(stdout, stderr))
+	root.AddCommand(newPathsCommand(stdout, stderr))
 	return root.ExecuteContext(ctx)
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -171,7 +172,7 @@ func (s *Server) serveContainerLogs(w http.ResponseWriter, r *http.Request, ns, 
 		lf.open(f)
 	}
 	defer lf.close()
-	if err := lf.readExisting(); err != nil {
+	if err := lf.readExisting(!opts.follow || opts.previous); err != nil {
 		s.logStop(ns, pod, container, err)
 		return
 	}
@@ -231,15 +232,23 @@ func (lf *logFollower) close() {
 }
 
 // readExisting writes what the file holds now, honouring since, stream and
-// tailLines.
-func (lf *logFollower) readExisting() error {
+// tailLines. With final (no follow to come), a line the container left
+// unfinished — its last output without a newline — is written too, as
+// upstream does.
+func (lf *logFollower) readExisting(final bool) error {
 	if lf.opts.tail < 0 {
-		return lf.drain(lf.out.write)
+		if err := lf.drain(lf.out.write); err != nil {
+			return err
+		}
+		if final {
+			return lf.flushPartials(lf.out.write)
+		}
+		return nil
 	}
 	// Keep the last tail entries in a ring.
 	var ring []logEntry
 	next, full := 0, false
-	err := lf.drain(func(e logEntry) error {
+	keep := func(e logEntry) error {
 		if lf.opts.tail == 0 {
 			return nil
 		}
@@ -251,7 +260,11 @@ func (lf *logFollower) readExisting() error {
 		ring[next] = e
 		next = (next + 1) % len(ring)
 		return nil
-	})
+	}
+	err := lf.drain(keep)
+	if err == nil && final {
+		err = lf.flushPartials(keep)
+	}
 	if err != nil {
 		return err
 	}
@@ -304,6 +317,29 @@ func (lf *logFollower) drain(emit func(logEntry) error) error {
 			return err
 		}
 	}
+}
+
+// flushPartials passes the unfinished lines, oldest first, to emit without
+// a newline.
+func (lf *logFollower) flushPartials(emit func(logEntry) error) error {
+	var rest []*logEntry
+	for _, e := range lf.partial {
+		rest = append(rest, e)
+	}
+	slices.SortFunc(rest, func(a, b *logEntry) int { return a.ts.Compare(b.ts) })
+	lf.partial = nil
+	for _, e := range rest {
+		if !lf.opts.since.IsZero() && e.ts.Before(lf.opts.since) {
+			continue
+		}
+		if lf.opts.stream != "" && !strings.EqualFold(e.stream, lf.opts.stream) {
+			continue
+		}
+		if err := emit(*e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // parse parses one CRI log line; it returns false for a malformed line or

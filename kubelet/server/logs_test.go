@@ -23,7 +23,9 @@ garbage that is not a CRI line
 2024-01-01T00:00:04Z stdout F line four
 `
 
-const previousLog = "2023-12-31T00:00:00Z stdout F old instance\n"
+// The previous instance's last output had no newline: the runtime wrote it
+// as a partial piece when the container exited.
+const previousLog = "2023-12-31T00:00:00Z stdout F old instance\n2023-12-31T00:00:01Z stdout P last words\n"
 
 func writeLogs(t *testing.T, f *fakeContainers) {
 	t.Helper()
@@ -72,8 +74,9 @@ func TestContainerLogs(t *testing.T) {
 		{"limitBytes=12&timestamps=true", 200, "2024-01-01T0"},
 		{"stream=Stderr", 200, "err one\nerr two\n"},
 		{"stream=Stdout&tailLines=1", 200, "line four\n"},
-		{"previous=true", 200, "old instance\n"},
-		{"previous=true&follow=true", 200, "old instance\n"},
+		{"previous=true", 200, "old instance\nlast words"},
+		{"previous=true&follow=true", 200, "old instance\nlast words"},
+		{"previous=true&tailLines=1", 200, "last words"},
 		{"sinceSeconds=10&sinceTime=2024-01-01T00:00:03Z", 422, "at most one of sinceTime or sinceSeconds"},
 		{"tailLines=-1", 422, "tailLines"},
 		{"limitBytes=0", 422, "limitBytes"},
