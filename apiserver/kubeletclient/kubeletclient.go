@@ -217,6 +217,12 @@ func (c *Client) transportFor(nodeName, host, hostPort string) *http.Transport {
 	tlsConfig := &tls.Config{
 		MinVersion:           tls.VersionTLS12,
 		GetClientCertificate: c.cfg.ClientCertificate,
+		// Every exec, attach and port-forward is a new connection (an
+		// upgraded one cannot be reused): resuming the TLS session saves
+		// the full handshake. A resumed session belongs to a server that
+		// proved this node's certificate before; an impostor has no
+		// ticket and gets a full, verified handshake.
+		ClientSessionCache: tls.NewLRUClientSessionCache(32),
 	}
 	if c.cfg.InsecureSkipTLSVerify {
 		tlsConfig.InsecureSkipVerify = true

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -341,6 +342,16 @@ func (m *Manager) cleanupPod(ctx context.Context, uid types.UID) {
 		m.log.Warn("tear down pod volumes", "uid", uid, "err", err)
 	}
 	m.prober.Remove(uid)
+	// The pod's logs go with it, as upstream's kubelet removes them.
+	if entries, err := os.ReadDir(m.cfg.LogDir); err == nil {
+		for _, e := range entries {
+			if strings.HasSuffix(e.Name(), "_"+string(uid)) {
+				if err := os.RemoveAll(filepath.Join(m.cfg.LogDir, e.Name())); err != nil {
+					m.log.Warn("remove pod logs", "uid", uid, "err", err)
+				}
+			}
+		}
+	}
 	if err := os.RemoveAll(m.podDir(uid)); err != nil {
 		m.log.Warn("remove pod directory", "uid", uid, "err", err)
 	}

@@ -142,7 +142,11 @@ func (c *podCluster) cleanup(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	pods, err := c.client.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
+	var netns []string
 	if err == nil {
+		for _, p := range pods.Items {
+			netns = append(netns, "/var/run/netns/tether-"+string(p.UID))
+		}
 		for _, p := range pods.Items {
 			_ = c.client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
 		}
@@ -163,6 +167,12 @@ func (c *podCluster) cleanup(t *testing.T) {
 			}
 		}
 		removeLeftovers(t, n)
+	}
+	for _, path := range netns {
+		if _, err := os.Stat(path); err == nil {
+			t.Logf("cleanup: network namespace %s was left behind", path)
+			_ = exec.Command("ip", "netns", "delete", filepath.Base(path)).Run()
+		}
 	}
 }
 
@@ -470,6 +480,9 @@ func TestPods(t *testing.T) {
 			}
 			if _, err := os.Stat(fmt.Sprintf("/sys/fs/cgroup/memory/tether/%s/pod%s", n1.name, p.UID)); err == nil {
 				left = append(left, "memory cgroup")
+			}
+			if _, err := c.logFile(p, "c", 0); err == nil {
+				left = append(left, "log file")
 			}
 			out, _ := exec.Command("runc", "--root", filepath.Join(n1.dataDir, "containers", "runc"), "list", "-q").Output()
 			if strings.Contains(string(out), id) {
