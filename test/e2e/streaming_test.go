@@ -19,7 +19,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +29,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"golang.org/x/sys/unix"
 
 	"tether/pki"
 	"tether/test/framework"
@@ -160,6 +164,79 @@ func TestStreaming(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("exec -it under a pty with a resize", func(t *testing.T) {
+		ptm, pts, err := openPTY(24, 80)
+		if err != nil {
+			t.Skipf("skipping: no pty: %v", err)
+		}
+		defer ptm.Close()
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		cmd := c.host.Command(ctx, c.kubectlBin, "--kubeconfig", c.Kubeconfig, "exec", "-it", "counter", "--", "sh")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pts.Close()
+		defer cmd.Wait()
+		var (
+			mu     sync.Mutex
+			screen bytes.Buffer
+		)
+		shown := func() []byte {
+			mu.Lock()
+			defer mu.Unlock()
+			return bytes.Clone(screen.Bytes())
+		}
+		read := make(chan struct{}, 1)
+		go func() {
+			buf := make([]byte, 4096)
+			for {
+				n, err := ptm.Read(buf)
+				if n > 0 {
+					mu.Lock()
+					screen.Write(buf[:n])
+					mu.Unlock()
+					select {
+					case read <- struct{}{}:
+					default:
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+		expect := func(what *regexp.Regexp) {
+			t.Helper()
+			deadline := time.After(10 * time.Second)
+			for !what.Match(shown()) {
+				select {
+				case <-read:
+				case <-deadline:
+					t.Fatalf("the terminal never showed %s; it shows %q", what, shown())
+				}
+			}
+		}
+		// The shell in the container has a tty of the client's size.
+		fmt.Fprint(ptm, "tty; stty size\r")
+		expect(regexp.MustCompile(`/dev/pts/\d+\s+24 80`))
+		// The client's window changes: kubectl sends the new size.
+		if err := setWinsize(ptm, 40, 120); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		fmt.Fprint(ptm, "stty size\r")
+		expect(regexp.MustCompile(`40 120`))
+		fmt.Fprint(ptm, "exit 7\r")
+		err = cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 7 {
+			t.Errorf("kubectl exec -it ... exit 7: %v, want exit status 7", err)
+		}
+	})
 
 	t.Run("attach", func(t *testing.T) {
 		// Output of the attached process reaches kubectl: attach to the
@@ -506,4 +583,39 @@ func upgradeRequest(ctx context.Context, h *framework.Host, method, rawURL strin
 		n = 0
 	}
 	return resp.StatusCode, body[:n], nil
+}
+
+// openPTY opens a pseudo-terminal pair with the given window size.
+func openPTY(rows, cols uint16) (master, slave *os.File, err error) {
+	master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fd := int(master.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		master.Close()
+		return nil, nil, err
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		master.Close()
+		return nil, nil, err
+	}
+	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		master.Close()
+		return nil, nil, err
+	}
+	if err := setWinsize(master, rows, cols); err != nil {
+		master.Close()
+		slave.Close()
+		return nil, nil, err
+	}
+	return master, slave, nil
+}
+
+// setWinsize sets a terminal's window size; the session's foreground
+// process (kubectl) gets SIGWINCH.
+func setWinsize(f *os.File, rows, cols uint16) error {
+	return unix.IoctlSetWinsize(int(f.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
 }
