@@ -315,6 +315,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		IP:   nodeIP,
 		Port: int32(ln.Addr().(*net.TCPAddr).Port),
 		Info: readMachineInfo(ctx, cfg.DataDir),
+		// A node that runs no pods says so with a taint, so that the
+		// scheduler never binds pods to it.
+		NoPods: !cfg.RunPods,
 	}
 	n := &nodeAgent{agent: a, client: client, spec: spec, certs: map[string]clientcert.Manager{ClientCertExpiryAnnotation: clientCerts}}
 

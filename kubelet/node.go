@@ -33,7 +33,13 @@ type nodeSpec struct {
 	IP   net.IP
 	Port int32
 	Info machineInfo
+	// NoPods registers the Node with NoPodsTaint: its agent runs no pods.
+	NoPods bool
 }
+
+// NoPodsTaint keeps pods off a Node whose agent runs none (--disable-pods):
+// a pod bound there would never start, nor finish a graceful deletion.
+var NoPodsTaint = corev1.Taint{Key: "tether.dev/no-pods", Effect: corev1.TaintEffectNoSchedule}
 
 // labels are the well-known labels a kubelet sets on its own Node (the
 // NodeRestriction admission plugin lets it set exactly these).
@@ -106,6 +112,10 @@ var conditions = []conditionSpec{
 func (s nodeSpec) newNode(now time.Time) *corev1.Node {
 	n := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Labels: s.labels()},
+	}
+	if s.NoPods {
+		// Taints are set at registration only (NodeRestriction).
+		n.Spec.Taints = []corev1.Taint{NoPodsTaint}
 	}
 	n.Status = s.status(n.Status, now)
 	return n

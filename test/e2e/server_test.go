@@ -152,10 +152,14 @@ func (s *server) start() {
 	if err != nil {
 		t.Fatalf("stderr file: %v", err)
 	}
+	// These servers run in the test's own network namespace: their local
+	// agent registers the node but runs no pods and no service proxy, so
+	// the machine's bridges, routes and nftables are left alone.
 	cmd := exec.Command(tetherBin, "server",
 		"--data-dir", s.dataDir,
 		"--secure-port", strconv.Itoa(s.port),
-		"--bind-address", "127.0.0.1")
+		"--bind-address", "127.0.0.1",
+		"--disable-pods", "--disable-proxy")
 	cmd.Stderr = errFile
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
