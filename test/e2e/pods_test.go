@@ -179,6 +179,30 @@ func (c *podCluster) cleanup(t *testing.T) {
 // removeLeftovers kills and deletes any container still in a node's runc
 // state and removes its pod network namespaces and cgroups.
 func removeLeftovers(t *testing.T, n *podNode) {
+	// Pod network namespaces this node's CNI cache knows (a pod deleted
+	// while its agent was stopped keeps its namespace).
+	if entries, err := os.ReadDir("/var/run/netns"); err == nil {
+		var cached []string
+		_ = filepath.WalkDir(filepath.Join(n.dataDir, "cni"), func(path string, _ os.DirEntry, err error) error {
+			if err == nil {
+				cached = append(cached, path)
+			}
+			return nil
+		})
+		for _, e := range entries {
+			uid, ok := strings.CutPrefix(e.Name(), "tether-")
+			if !ok {
+				continue
+			}
+			for _, path := range cached {
+				if strings.Contains(path, uid) {
+					t.Logf("cleanup: network namespace %s of %s was left behind", e.Name(), n.name)
+					_ = exec.Command("ip", "netns", "delete", e.Name()).Run()
+					break
+				}
+			}
+		}
+	}
 	root := filepath.Join(n.dataDir, "containers", "runc")
 	out, _ := exec.Command("runc", "--root", root, "list", "-q").Output()
 	for _, id := range strings.Fields(string(out)) {
