@@ -168,11 +168,7 @@ func (c *Controller) Run(ctx context.Context) error {
 				UpdateFunc: func(_, obj any) { c.enqueueService(obj) },
 				DeleteFunc: c.enqueueService,
 			}},
-			{Informer: c.podInf, Handler: cache.ResourceEventHandlerFuncs{
-				AddFunc:    c.enqueuePod,
-				UpdateFunc: c.updatePod,
-				DeleteFunc: c.enqueuePod,
-			}},
+			{Informer: c.podInf, Handler: backends.PodHandler(c.svcLister, c.queue.Add, c.podLookupFailed)},
 			{Informer: c.epInf, Handler: cache.ResourceEventHandlerFuncs{
 				AddFunc:    c.enqueueEndpoints,
 				UpdateFunc: func(_, obj any) { c.enqueueEndpoints(obj) },
@@ -207,39 +203,9 @@ func (c *Controller) enqueueService(obj any) {
 	}
 }
 
-func (c *Controller) enqueuePod(obj any) {
-	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = t.Obj
-	}
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return
-	}
-	svcs, err := backends.ServicesFor(c.svcLister, pod)
-	if err != nil {
-		c.log.Error("find services of pod", "namespace", pod.Namespace, "name", pod.Name, "err", err)
-		return
-	}
-	for _, svc := range svcs {
-		c.queue.Add(svc.Namespace + "/" + svc.Name)
-	}
-}
-
-// updatePod queues the Services that select the pod before and after the
-// change, so that a pod whose labels changed leaves the old ones.
-func (c *Controller) updatePod(oldObj, newObj any) {
-	old, ok1 := oldObj.(*corev1.Pod)
-	cur, ok2 := newObj.(*corev1.Pod)
-	if !ok1 || !ok2 {
-		return
-	}
-	if old.ResourceVersion == cur.ResourceVersion {
-		return // a resync: the Services resync themselves
-	}
-	c.enqueuePod(cur)
-	if !maps.Equal(old.Labels, cur.Labels) {
-		c.enqueuePod(old)
-	}
+// podLookupFailed reports a pod whose Services could not be listed.
+func (c *Controller) podLookupFailed(pod *corev1.Pod, err error) {
+	c.log.Error("find services of pod", "namespace", pod.Namespace, "name", pod.Name, "err", err)
 }
 
 // enqueueEndpoints queues the Service of an Endpoints object the

@@ -6,12 +6,14 @@
 package backends
 
 import (
+	"maps"
 	"net"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 )
 
 // Selects reports whether the controllers manage svc's endpoints: it has
@@ -157,4 +159,45 @@ func NodeName(pod *corev1.Pod) *string {
 	}
 	n := pod.Spec.NodeName
 	return &n
+}
+
+// PodHandler returns the pod event handlers both controllers use: every
+// pod change queues (with enqueue, as "namespace/name") the Services that
+// select the pod, before and after a label change, so that a pod leaves the
+// Services it no longer matches. Resyncs (same resourceVersion) queue
+// nothing: the Services resync themselves. onError reports a failed
+// lookup.
+func PodHandler(services corelisters.ServiceLister, enqueue func(key string), onError func(pod *corev1.Pod, err error)) cache.ResourceEventHandlerFuncs {
+	queuePod := func(obj any) {
+		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = t.Obj
+		}
+		pod, ok := obj.(*corev1.Pod)
+		if !ok {
+			return
+		}
+		svcs, err := ServicesFor(services, pod)
+		if err != nil {
+			onError(pod, err)
+			return
+		}
+		for _, svc := range svcs {
+			enqueue(svc.Namespace + "/" + svc.Name)
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    queuePod,
+		DeleteFunc: queuePod,
+		UpdateFunc: func(oldObj, newObj any) {
+			old, ok1 := oldObj.(*corev1.Pod)
+			cur, ok2 := newObj.(*corev1.Pod)
+			if !ok1 || !ok2 || old.ResourceVersion == cur.ResourceVersion {
+				return
+			}
+			queuePod(cur)
+			if !maps.Equal(old.Labels, cur.Labels) {
+				queuePod(old)
+			}
+		},
+	}
 }
