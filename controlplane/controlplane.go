@@ -161,7 +161,7 @@ func New(cfg Config) (*ControlPlane, error) {
 	c.backend = backend
 	// The API server reaches kubelets with a certificate of its own,
 	// issued in memory from the client CA and renewed before it expires.
-	kubeletIdentity, err := kubeletclient.NewIdentity(p.ClientCA, 0, kubeletclient.User)
+	kubeletIdentity, err := pki.NewIdentity(p.ClientCA, 0, kubeletclient.User)
 	if err != nil {
 		return nil, err
 	}
@@ -272,7 +272,10 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 		}
 		// The controllers reach the API server like any client: over its
 		// secure port, with their own identity, under RBAC (path P4).
-		id := newIdentity(c.pki.ClientCA, "system:kube-controller-manager")
+		id, err := newIdentity(c.pki.ClientCA, "system:kube-controller-manager")
+		if err != nil {
+			return err
+		}
 		cfg, err := id.restConfig(c.api.LoopbackConfig().Host, c.pki.ServerCA.CertPEM())
 		if err != nil {
 			return err
@@ -404,7 +407,10 @@ func (c *ControlPlane) runControllers(ctx context.Context, cfg *rest.Config) err
 // requests than the controllers': a bind, a status patch and an event per
 // pod.
 func (c *ControlPlane) runScheduler(ctx context.Context) error {
-	id := newIdentity(c.pki.ClientCA, "system:kube-scheduler")
+	id, err := newIdentity(c.pki.ClientCA, "system:kube-scheduler")
+	if err != nil {
+		return err
+	}
 	cfg, err := id.restConfig(c.api.LoopbackConfig().Host, c.pki.ServerCA.CertPEM())
 	if err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -14,48 +13,19 @@ import (
 	"tether/pki"
 )
 
-// identity is a client certificate for an in-process component (the
-// controllers, the scheduler), issued by the client CA and kept only in
-// memory. It is renewed when 70 % of its lifetime has passed, so a
-// long-running server never presents an expired certificate.
+// identity is the client certificate of an in-process component (the
+// controllers, the scheduler): a pki.Identity, issued by the client CA,
+// kept only in memory and renewed before it expires.
 type identity struct {
-	ca       *pki.CA
-	req      pki.CertRequest
-	now      func() time.Time
-	mu       sync.Mutex
-	cert     *tls.Certificate
-	renewAt  time.Time
-	lifetime time.Duration
+	*pki.Identity
 }
 
-func newIdentity(ca *pki.CA, user string, groups ...string) *identity {
-	const lifetime = 24 * time.Hour
-	return &identity{
-		ca:       ca,
-		req:      pki.CertRequest{CommonName: user, Organization: groups, Usages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, Validity: lifetime},
-		now:      time.Now,
-		lifetime: lifetime,
-	}
-}
-
-// certificate returns the current certificate, issuing a new one when due.
-func (i *identity) certificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.cert != nil && i.now().Before(i.renewAt) {
-		return i.cert, nil
-	}
-	certPEM, keyPEM, err := i.ca.NewKeyAndCert(i.req)
+func newIdentity(ca *pki.CA, user string, groups ...string) (*identity, error) {
+	id, err := pki.NewIdentity(ca, 0, user, groups...)
 	if err != nil {
-		return nil, fmt.Errorf("controlplane: issue certificate for %s: %w", i.req.CommonName, err)
+		return nil, fmt.Errorf("controlplane: %w", err)
 	}
-	c, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("controlplane: certificate for %s: %w", i.req.CommonName, err)
-	}
-	i.cert = &c
-	i.renewAt = i.now().Add(i.lifetime * 7 / 10)
-	return i.cert, nil
+	return &identity{id}, nil
 }
 
 // restConfig returns a client configuration that reaches the API server at
@@ -72,13 +42,13 @@ func (i *identity) restConfig(host string, serverCA []byte) (*rest.Config, error
 			MinVersion:           tls.VersionTLS12,
 			RootCAs:              pool,
 			ServerName:           "localhost",
-			GetClientCertificate: i.certificate,
+			GetClientCertificate: i.GetClientCertificate,
 		},
 		ForceAttemptHTTP2:   true,
 		MaxIdleConnsPerHost: 25,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &rest.Config{Host: host, Transport: tr, QPS: 100, Burst: 200, UserAgent: "tether/" + i.req.CommonName,
+	return &rest.Config{Host: host, Transport: tr, QPS: 100, Burst: 200, UserAgent: "tether/" + i.User(),
 		// The controllers use v1 Endpoints on purpose (they keep them for
 		// older clients); the deprecation warning would only be noise.
 		WarningHandler: rest.NoWarnings{}}, nil

@@ -28,7 +28,7 @@ import (
 // testPKI is a cluster's two CAs and the API server's kubelet identity.
 type testPKI struct {
 	serverCA, clientCA *pki.CA
-	identity           *Identity
+	identity           *pki.Identity
 }
 
 func newTestPKI(t *testing.T) *testPKI {
@@ -41,7 +41,7 @@ func newTestPKI(t *testing.T) *testPKI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := NewIdentity(clientCA, time.Hour, User)
+	id, err := pki.NewIdentity(clientCA, time.Hour, User)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,49 +313,6 @@ func TestStatusErrorKeepsAPIErrors(t *testing.T) {
 	var st apierrors.APIStatus
 	if !errors.As(got, &st) || st.Status().Code != 502 || !strings.Contains(got.Error(), "node n1") {
 		t.Errorf("StatusError(other) = %v, want a 502 naming the node", got)
-	}
-}
-
-func TestIdentityRenewsBeforeExpiry(t *testing.T) {
-	ca, err := pki.NewCA("client-ca", 365*24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := NewIdentity(ca, 10*time.Hour, User)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	id.now = func() time.Time { return now }
-	first, err := id.GetClientCertificate(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := first.Leaf
-	if leaf.Subject.CommonName != User || len(leaf.ExtKeyUsage) != 1 || leaf.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth {
-		t.Errorf("certificate CN %q usages %v, want %q for client auth only", leaf.Subject.CommonName, leaf.ExtKeyUsage, User)
-	}
-	if err := leaf.CheckSignatureFrom(ca.Cert); err != nil {
-		t.Errorf("certificate not issued by the client CA: %v", err)
-	}
-	now = now.Add(6 * time.Hour)
-	if again, _ := id.GetClientCertificate(nil); again != first {
-		t.Errorf("renewed at 60%% of the lifetime, want the same certificate until 70%%")
-	}
-	now = now.Add(2 * time.Hour)
-	renewed, err := id.GetClientCertificate(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if renewed == first || renewed.Leaf.SerialNumber.Cmp(leaf.SerialNumber) == 0 {
-		t.Errorf("certificate not renewed at 80%% of its lifetime")
-	}
-}
-
-func TestNewIdentityValidates(t *testing.T) {
-	if _, err := NewIdentity(nil, -time.Second, ""); err == nil ||
-		!strings.Contains(err.Error(), "client CA") || !strings.Contains(err.Error(), "user name") || !strings.Contains(err.Error(), "negative") {
-		t.Errorf("NewIdentity(nil, -1s, \"\") = %v, want every problem reported", err)
 	}
 }
 

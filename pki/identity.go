@@ -1,4 +1,4 @@
-package kubeletclient
+package pki
 
 import (
 	"crypto/ecdsa"
@@ -10,14 +10,7 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"tether/pki"
 )
-
-// User is the name the API server has towards kubelets. The default RBAC
-// policy binds it to the cluster role system:kubelet-api-admin, which the
-// kubelets' SubjectAccessReviews consult.
-const User = "kube-apiserver-kubelet-client"
 
 // DefaultIdentityLifetime is how long each certificate of an Identity is
 // valid unless NewIdentity is told otherwise.
@@ -29,7 +22,7 @@ const DefaultIdentityLifetime = 24 * time.Hour
 // passed, so a server that runs for months never presents an expired one.
 // It is safe for concurrent use.
 type Identity struct {
-	ca       *pki.CA
+	ca       *CA
 	user     string
 	groups   []string
 	lifetime time.Duration
@@ -43,16 +36,16 @@ type Identity struct {
 // NewIdentity returns an identity for user in groups, issued by ca. A
 // lifetime of 0 means DefaultIdentityLifetime. No certificate is issued
 // before the first handshake asks for one.
-func NewIdentity(ca *pki.CA, lifetime time.Duration, user string, groups ...string) (*Identity, error) {
+func NewIdentity(ca *CA, lifetime time.Duration, user string, groups ...string) (*Identity, error) {
 	var errs []error
 	if ca == nil || ca.Cert == nil || ca.Key == nil {
-		errs = append(errs, errors.New("kubeletclient: identity needs a client CA with its key"))
+		errs = append(errs, errors.New("pki: identity needs a client CA with its key"))
 	}
 	if user == "" {
-		errs = append(errs, errors.New("kubeletclient: identity needs a user name"))
+		errs = append(errs, errors.New("pki: identity needs a user name"))
 	}
 	if lifetime < 0 {
-		errs = append(errs, fmt.Errorf("kubeletclient: identity lifetime %s is negative", lifetime))
+		errs = append(errs, fmt.Errorf("pki: identity lifetime %s is negative", lifetime))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -75,16 +68,16 @@ func (i *Identity) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certi
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("kubeletclient: key for %s: %w", i.user, err)
+		return nil, fmt.Errorf("pki: key for %s: %w", i.user, err)
 	}
-	leaf, err := i.ca.Issue(pki.CertRequest{
+	leaf, err := i.ca.Issue(CertRequest{
 		CommonName:   i.user,
 		Organization: i.groups,
 		Usages:       []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		Validity:     i.lifetime,
 	}, key.Public())
 	if err != nil {
-		return nil, fmt.Errorf("kubeletclient: certificate for %s: %w", i.user, err)
+		return nil, fmt.Errorf("pki: certificate for %s: %w", i.user, err)
 	}
 	i.cert = &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
 	// Renew at 70 % of what was actually granted: the CA may have capped
@@ -92,3 +85,6 @@ func (i *Identity) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certi
 	i.renewAt = leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 7 / 10)
 	return i.cert, nil
 }
+
+// User is the user name (CN) of the identity's certificates.
+func (i *Identity) User() string { return i.user }
