@@ -80,7 +80,10 @@ func (r *Runtime) exec(ctx context.Context, id string, cmd []string, stdin io.Re
 		defer master.Close()
 		ec.Stdin, ec.Stdout, ec.Stderr = slave, slave, slave
 		ec.SysProcAttr = &unix.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-		if s, ok := firstSize(resizeCh); ok {
+		// runc copies our terminal's size to the process's when it
+		// starts, and a SIGWINCH that comes before runc handles it is
+		// lost: the client sends its size first thing, so wait for it.
+		if s, ok := firstSize(resizeCh, firstSizeWait); ok {
 			resize(master, s)
 		}
 	} else {
@@ -219,15 +222,24 @@ func execTTY(master *os.File, stdin io.Reader, stdout io.Writer, resizeCh <-chan
 	}
 }
 
-// firstSize takes a size that is already waiting on ch, if any.
-func firstSize(ch <-chan Size) (Size, bool) {
+// firstSize waits up to wait for the first size on ch (nil: none).
+func firstSize(ch <-chan Size, wait time.Duration) (Size, bool) {
+	if ch == nil {
+		return Size{}, false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
 	select {
 	case s, ok := <-ch:
 		return s, ok
-	default:
+	case <-t.C:
 		return Size{}, false
 	}
 }
+
+// firstSizeWait is how long an exec with a tty waits for the client's
+// terminal size before it starts the process without one.
+const firstSizeWait = time.Second
 
 // cappedBuffer keeps the first max bytes written to it.
 type cappedBuffer struct {

@@ -220,7 +220,10 @@ func TestStreaming(t *testing.T) {
 				}
 			}
 		}
-		// The shell in the container has a tty of the client's size.
+		// Type only once the shell prompts (before that, kubectl may not
+		// have put the terminal in raw mode yet). The shell in the
+		// container has a tty of the client's size.
+		expect(regexp.MustCompile(`# `))
 		fmt.Fprint(ptm, "tty; stty size\r")
 		expect(regexp.MustCompile(`/dev/pts/\d+\s+24 80`))
 		// The client's window changes: kubectl sends the new size.
