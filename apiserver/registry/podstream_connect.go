@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -26,6 +28,10 @@ type podConnectREST struct {
 	kubelets    Kubelets
 	authz       authorizer.UnconditionalAuthorizer
 	subresource string // exec, attach or portforward
+
+	// reached holds, per kubelet address, when a connection to it was
+	// last verified before a WebSocket was translated (checkedTranslator).
+	reached sync.Map // host:port → time.Time
 }
 
 var _ rest.Connecter = (*podConnectREST)(nil)
@@ -132,7 +138,7 @@ func (r *podConnectREST) Connect(ctx context.Context, name string, opts runtime.
 	// configuration as the transport.
 	translator := &checkedTranslator{
 		translator: streamproxy.NewStreamTranslatorHandler(loc, transport, 0, translation),
-		location:   loc, transport: transport, errs: errs,
+		location:   loc, transport: transport, errs: errs, reached: &r.reached,
 	}
 	return streamproxy.NewTranslatingHandler(upgrade, translator,
 		wsstream.IsWebSocketRequestWithStreamCloseProtocol), nil
@@ -142,21 +148,33 @@ func (r *podConnectREST) Connect(ctx context.Context, name string, opts runtime.
 // accepted. Once the translator has answered 101, a kubelet that cannot be
 // reached or trusted could only be reported as an opaque stream error; this
 // way the client gets the same 502 or 503, naming the node and address, as
-// over SPDY. The translator still dials and verifies on its own.
+// over SPDY. The translator still dials and verifies on its own, so the
+// check is skipped for a kubelet that passed it within the last
+// reachedFor: a repeated exec then costs one connection, not two.
 type checkedTranslator struct {
 	translator http.Handler
 	location   *url.URL
 	transport  http.RoundTripper
 	errs       proxy.ErrorResponder
+	reached    *sync.Map
 }
 
+// reachedFor is how long a kubelet that was reached and verified is not
+// checked again before a translation.
+const reachedFor = 10 * time.Second
+
 func (h *checkedTranslator) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	conn, err := proxy.DialURL(req.Context(), h.location, h.transport)
-	if err != nil {
-		h.errs.Error(w, req, err)
-		return
+	host := h.location.Host
+	if at, ok := h.reached.Load(host); !ok || time.Since(at.(time.Time)) > reachedFor {
+		conn, err := proxy.DialURL(req.Context(), h.location, h.transport)
+		if err != nil {
+			h.reached.Delete(host)
+			h.errs.Error(w, req, err)
+			return
+		}
+		conn.Close()
+		h.reached.Store(host, time.Now())
 	}
-	conn.Close()
 	h.translator.ServeHTTP(w, req)
 }
 
