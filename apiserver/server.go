@@ -42,7 +42,6 @@ import (
 	genericfilters "k8s.io/apiserver/pkg/server/filters"
 	"k8s.io/apiserver/pkg/server/healthz"
 	"k8s.io/apiserver/pkg/storage/storagebackend/factory"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -60,6 +59,7 @@ import (
 	"tether/apiserver/registry"
 	"tether/apiserver/scheme"
 	"tether/apiserver/storage"
+	"tether/internal/informer"
 	"tether/pki"
 )
 
@@ -308,7 +308,7 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: loopback client: %w", err)
 	}
-	sharedInformers := informers.NewSharedInformerFactory(client, 10*time.Minute)
+	sharedInformers := informer.NewFactory(client, 10*time.Minute)
 
 	// Authorization: system:masters, the public paths, then the Node
 	// authorizer (authoritative for nodes), then RBAC.

@@ -14,10 +14,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"tether/internal/informer"
 	"tether/kubelet/images"
 	"tether/kubelet/network"
 	"tether/kubelet/pods"
@@ -127,7 +127,7 @@ func (a *Agent) waitForPodCIDR(ctx context.Context, client kubernetes.Interface)
 // syncRoutes keeps a route to every other node's pod CIDR through its
 // InternalIP (host-gw), following the Nodes.
 func (a *Agent) syncRoutes(ctx context.Context, client kubernetes.Interface, n *network.Network) error {
-	factory := informers.NewSharedInformerFactory(client, 0)
+	factory := informer.NewFactory(client, 0)
 	nodes := factory.Core().V1().Nodes()
 	kick := make(chan struct{}, 1)
 	poke := func(any) {

@@ -65,10 +65,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
+
+	"tether/internal/informer"
 )
 
 // Defaults used when the corresponding Config field is empty.
@@ -222,7 +223,7 @@ func (p *Proxier) Ready() <-chan struct{} { return p.ready }
 // backoff (as a full rebuild). Run returns nil when ctx ends, after its
 // informers have stopped, and leaves the rules in place.
 func (p *Proxier) Run(ctx context.Context) error {
-	factory := informers.NewSharedInformerFactory(p.cfg.Client, 0)
+	factory := informer.NewFactory(p.cfg.Client, 0)
 	services := factory.Core().V1().Services()
 	slicesInf := factory.Discovery().V1().EndpointSlices()
 	nodes := factory.Core().V1().Nodes()

@@ -57,6 +57,8 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+
+	"tether/internal/informer"
 )
 
 // DefaultSchedulerName is the scheduler name pods get when they name none.
@@ -178,7 +180,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 	// Finished pods hold no resources: like upstream, the pod informer
 	// does not see them, and a pod that finishes leaves it as a deletion.
-	podFactory := informers.NewSharedInformerFactoryWithOptions(s.client, 0,
+	podFactory := informer.NewFactory(s.client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.AndSelectors(
 				fields.OneTermNotEqualSelector("status.phase", string(corev1.PodSucceeded)),
@@ -186,7 +188,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			).String()
 		}))
 	defer podFactory.Shutdown()
-	nodeFactory := informers.NewSharedInformerFactory(s.client, 0)
+	nodeFactory := informer.NewFactory(s.client, 0)
 	defer nodeFactory.Shutdown()
 
 	podInformer := podFactory.Core().V1().Pods()

@@ -53,6 +53,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"tether/internal/informer"
 )
 
 // Names of the objects the Reconciler keeps.
@@ -215,7 +217,7 @@ func (r *Reconciler) collect(ctx context.Context, leases []coordinationv1.Lease)
 // Run renews the lease and keeps the endpoints until ctx ends, then
 // removes this server (best effort). It returns nil when ctx ends.
 func (r *Reconciler) Run(ctx context.Context) error {
-	factory := informers.NewSharedInformerFactoryWithOptions(r.client, 0,
+	factory := informer.NewFactory(r.client, 0,
 		informers.WithNamespace(LeaseNamespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.LabelSelector = labels.SelectorFromSet(labels.Set{IdentityLabel: IdentityValue}).String()

@@ -50,6 +50,7 @@ import (
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 
 	"tether/controllers/internal/queue"
+	"tether/internal/informer"
 )
 
 // DefaultResyncPeriod is used when Config.ResyncPeriod is zero.
@@ -185,12 +186,12 @@ func New(cfg Config) (*Controller, error) {
 	secretFactory, cmFactory := cfg.Informers, cfg.Informers
 	if cfg.Informers == nil {
 		// The queue resyncs; the informers need not.
-		secretFactory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
+		secretFactory = informer.NewFactory(cfg.Client, 0,
 			informers.WithNamespace(metav1.NamespaceSystem),
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 				o.FieldSelector = fields.OneTermEqualSelector("type", string(bootstrapapi.SecretTypeBootstrapToken)).String()
 			}))
-		cmFactory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0,
+		cmFactory = informer.NewFactory(cfg.Client, 0,
 			informers.WithNamespace(metav1.NamespacePublic),
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", bootstrapapi.ConfigMapClusterInfo).String()

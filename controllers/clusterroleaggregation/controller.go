@@ -32,6 +32,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"tether/controllers/internal/queue"
+	"tether/internal/informer"
 )
 
 // DefaultResyncPeriod is used when Config.ResyncPeriod is zero and the
@@ -108,7 +109,7 @@ func New(cfg Config) (*Controller, error) {
 		if resync == 0 {
 			resync = DefaultResyncPeriod
 		}
-		c.factory = informers.NewSharedInformerFactory(cfg.Client, resync)
+		c.factory = informer.NewFactory(cfg.Client, resync)
 		c.owned = true
 	}
 	crs := c.factory.Rbac().V1().ClusterRoles()

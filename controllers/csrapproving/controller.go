@@ -48,6 +48,7 @@ import (
 
 	"tether/controllers/internal/certrequest"
 	"tether/controllers/internal/queue"
+	"tether/internal/informer"
 )
 
 // Defaults used when the corresponding Config field is zero.
@@ -149,7 +150,7 @@ func New(cfg Config) (*Controller, error) {
 		if resync == 0 {
 			resync = DefaultResyncPeriod
 		}
-		c.factory = informers.NewSharedInformerFactory(cfg.Client, resync)
+		c.factory = informer.NewFactory(cfg.Client, resync)
 		c.owned = true
 	}
 	csrs := c.factory.Certificates().V1().CertificateSigningRequests()

@@ -41,6 +41,7 @@ import (
 
 	"tether/controllers/internal/certrequest"
 	"tether/controllers/internal/queue"
+	"tether/internal/informer"
 	"tether/pki"
 )
 
@@ -165,7 +166,7 @@ func New(cfg Config) (*Controller, error) {
 		if resync == 0 {
 			resync = DefaultResyncPeriod
 		}
-		c.factory = informers.NewSharedInformerFactory(cfg.Client, resync)
+		c.factory = informer.NewFactory(cfg.Client, resync)
 		c.owned = true
 	}
 	csrs := c.factory.Certificates().V1().CertificateSigningRequests()

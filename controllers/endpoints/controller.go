@@ -54,6 +54,7 @@ import (
 
 	"tether/controllers/internal/backends"
 	"tether/controllers/internal/queue"
+	"tether/internal/informer"
 )
 
 // DefaultResyncPeriod is used when Config.ResyncPeriod is zero.
@@ -131,7 +132,7 @@ func New(cfg Config) (*Controller, error) {
 	if resync == 0 {
 		resync = DefaultResyncPeriod
 	}
-	f := informers.NewSharedInformerFactory(cfg.Client, resync)
+	f := informer.NewFactory(cfg.Client, resync)
 	c := &Controller{
 		client:  cfg.Client,
 		log:     log.With("component", "endpoints-controller"),

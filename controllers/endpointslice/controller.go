@@ -64,6 +64,7 @@ import (
 
 	"tether/controllers/internal/backends"
 	"tether/controllers/internal/queue"
+	"tether/internal/informer"
 )
 
 // ManagedBy is the value of the endpointslice.kubernetes.io/managed-by
@@ -159,9 +160,9 @@ func New(cfg Config) (*Controller, error) {
 	if maxPerSlice == 0 {
 		maxPerSlice = DefaultMaxEndpointsPerSlice
 	}
-	f := informers.NewSharedInformerFactory(cfg.Client, resync)
+	f := informer.NewFactory(cfg.Client, resync)
 	// Only the slices this controller owns are watched.
-	sliceFactory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, resync,
+	sliceFactory := informer.NewFactory(cfg.Client, resync,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.LabelSelector = labels.SelectorFromSet(labels.Set{discoveryv1.LabelManagedBy: ManagedBy}).String()
 		}))

@@ -24,7 +24,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/metadata"
@@ -32,6 +31,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"tether/controllers/internal/queue"
+	"tether/internal/informer"
 )
 
 // Defaults used when the corresponding Config field is zero.
@@ -142,7 +142,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.queue = queue.New[string]("namespace", minRetryDelay, maxRetryDelay)
 	defer c.queue.ShutDown() // also on early return; shutting down twice is fine
 
-	factory := informers.NewSharedInformerFactory(c.client, c.resync)
+	factory := informer.NewFactory(c.client, c.resync)
 	defer factory.Shutdown() // waits for the informer goroutines
 	nsInformer := factory.Core().V1().Namespaces()
 	informer := nsInformer.Informer()

@@ -39,7 +39,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -50,6 +49,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"tether/controllers/internal/queue"
+	"tether/internal/informer"
 )
 
 // DefaultNodeMaskSize is the prefix length of a node's pod CIDR when
@@ -177,7 +177,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.client.CoreV1().Events("")})
 	c.recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "node-ipam-controller"})
 
-	factory := informers.NewSharedInformerFactory(c.client, resyncPeriod)
+	factory := informer.NewFactory(c.client, resyncPeriod)
 	defer factory.Shutdown() // waits for the informer goroutines
 	nodes := factory.Core().V1().Nodes()
 	informer := nodes.Informer()

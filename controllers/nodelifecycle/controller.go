@@ -59,6 +59,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"tether/controllers/internal/queue"
+	"tether/internal/informer"
 )
 
 // Defaults used when the corresponding Config field is zero.
@@ -203,9 +204,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.client.CoreV1().Events("")})
 	c.recorder = broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "node-lifecycle-controller"})
 
-	nodeFactory := informers.NewSharedInformerFactory(c.client, resyncPeriod)
+	nodeFactory := informer.NewFactory(c.client, resyncPeriod)
 	defer nodeFactory.Shutdown() // waits for the informer goroutines
-	leaseFactory := informers.NewSharedInformerFactoryWithOptions(c.client, resyncPeriod,
+	leaseFactory := informer.NewFactory(c.client, resyncPeriod,
 		informers.WithNamespace(corev1.NamespaceNodeLease))
 	defer leaseFactory.Shutdown()
 

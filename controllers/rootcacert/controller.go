@@ -35,6 +35,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"tether/controllers/internal/queue"
+	"tether/internal/informer"
 )
 
 const (
@@ -121,10 +122,10 @@ func New(cfg Config) (*Controller, error) {
 	if resync == 0 {
 		resync = DefaultResyncPeriod
 	}
-	nsFactory := informers.NewSharedInformerFactory(cfg.Client, resync)
+	nsFactory := informer.NewFactory(cfg.Client, resync)
 	// Only the ConfigMaps the controller owns are watched, in every
 	// namespace.
-	cmFactory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, resync,
+	cmFactory := informer.NewFactory(cfg.Client, resync,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", ConfigMapName).String()
 		}))

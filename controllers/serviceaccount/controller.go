@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"tether/controllers/internal/queue"
+	"tether/internal/informer"
 )
 
 // DefaultName is the name of the service account every namespace gets.
@@ -100,9 +101,9 @@ func New(cfg Config) (*Controller, error) {
 	if resync == 0 {
 		resync = DefaultResyncPeriod
 	}
-	nsFactory := informers.NewSharedInformerFactory(cfg.Client, resync)
+	nsFactory := informer.NewFactory(cfg.Client, resync)
 	// Only the accounts the controller owns are watched, in every namespace.
-	saFactory := informers.NewSharedInformerFactoryWithOptions(cfg.Client, resync,
+	saFactory := informer.NewFactory(cfg.Client, resync,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", DefaultName).String()
 		}))

@@ -35,6 +35,7 @@ import (
 	bootstrapsecrets "k8s.io/cluster-bootstrap/util/secrets"
 
 	"tether/controllers/internal/queue"
+	"tether/internal/informer"
 )
 
 // DefaultResyncPeriod is used when Config.ResyncPeriod is zero and the
@@ -111,7 +112,7 @@ func New(cfg Config) (*Controller, error) {
 		if resync == 0 {
 			resync = DefaultResyncPeriod
 		}
-		c.factory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, resync,
+		c.factory = informer.NewFactory(cfg.Client, resync,
 			informers.WithNamespace(metav1.NamespaceSystem),
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 				o.FieldSelector = fields.OneTermEqualSelector("type", string(bootstrapapi.SecretTypeBootstrapToken)).String()

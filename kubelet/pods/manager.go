@@ -35,6 +35,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"tether/internal/informer"
 	"tether/kubelet/images"
 	"tether/kubelet/network"
 	"tether/kubelet/prober"
@@ -183,13 +184,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.prober = prober.NewManager(m.execProbe, m.probeChanged, nil)
 	defer m.prober.Stop()
 
-	podFactory := informers.NewSharedInformerFactoryWithOptions(m.cfg.Client, 0,
+	podFactory := informer.NewFactory(m.cfg.Client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", m.cfg.NodeName).String()
 		}))
 	podInformer := podFactory.Core().V1().Pods()
 	m.podsList = podInformer.Lister()
-	svcFactory := informers.NewSharedInformerFactory(m.cfg.Client, 0)
+	svcFactory := informer.NewFactory(m.cfg.Client, 0)
 	svcInformer := svcFactory.Core().V1().Services()
 	m.services = svcInformer.Lister()
 
