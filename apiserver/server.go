@@ -123,6 +123,9 @@ type Config struct {
 	// certificate instead of verifying it against the server CA. Every
 	// use logs a warning.
 	KubeletInsecureSkipTLSVerify bool
+	// Profiling serves /debug/pprof (authenticated and authorized like
+	// any non-resource path).
+	Profiling bool
 
 	// Version is tether's own version; /version reports
 	// v1.37.2+tether.<Version>. If empty, "dev".
@@ -255,7 +258,7 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 	advertise := s.advertiseAddress()
 	gc.PublicAddress = advertise
 	gc.ExternalAddress = net.JoinHostPort(advertise.String(), strconv.Itoa(port))
-	gc.EnableProfiling = false
+	gc.EnableProfiling = s.cfg.Profiling
 	// Watches and the streams to kubelets and pods (logs -f, exec,
 	// attach, port-forward, proxy) may stay open and quiet for as long as
 	// their clients want: no request timeout applies to them.

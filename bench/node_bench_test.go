@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 
+	"tether/internal/memlimit"
 	"tether/kubelet"
 	"tether/kubelet/bootstrap"
 	"tether/pki"
@@ -392,7 +393,7 @@ func joinToken(ctx context.Context, b *testing.B, client kubernetes.Interface, d
 // BenchmarkHollowNodes runs `tether server` as a separate process and, in
 // this process, a growing fleet of real node agents (each its own key, its
 // client and serving certificates through the CSR API, its own TLS
-// connection, a Lease renewed every 10 s, the Node's status every minute).
+// connection, a Lease renewed every 10 s, the Node's status every 5 minutes).
 // At each fleet size it measures the server process's CPU and memory in
 // steady state from /proc. It ignores b.N beyond one run.
 func BenchmarkHollowNodes(b *testing.B) {
@@ -487,6 +488,9 @@ func BenchmarkHollowNodes(b *testing.B) {
 	if dir := os.Getenv("TETHER_BENCH_PERF"); dir != "" {
 		perfNote = perfRecord(ctx, srv.pid, dir, 20*time.Second)
 	}
+	if dir := os.Getenv("TETHER_BENCH_HEAP"); dir != "" {
+		perfNote += heapProfile(ctx, client, dir)
+	}
 	events := eventSummary(ctx, client)
 	b.StopTimer()
 
@@ -497,6 +501,11 @@ func BenchmarkHollowNodes(b *testing.B) {
 	gogc := "GOGC=200 as the binary sets it"
 	if v := os.Getenv("GOGC"); v != "" {
 		gogc = "GOGC=" + v + " from the environment"
+	}
+	if v := os.Getenv("GOMEMLIMIT"); v != "" {
+		gogc += ", GOMEMLIMIT=" + v + " from the environment"
+	} else {
+		gogc += fmt.Sprintf(", soft memory limit max(%d MiB, non-heap + 1.25 × live heap) as the binary sets it", memlimit.Floor>>20)
 	}
 	fmt.Fprintf(out, "server: `tether server --disable-agent --cluster-cidr %s` as its own process (pid %d; embedded etcd, audit log on, %s) at %s\n", hollowClusterCIDR, srv.pid, gogc, srv.url)
 	fmt.Fprintf(out, "nodes: real kubelet.Agents in the benchmark process, joined %d at a time through the real CSR flow (client + serving CSR each), one bootstrap token;\n", hollowConcurrency)
@@ -1019,7 +1028,11 @@ func startTetherServer(b *testing.B, bin string) *tetherProc {
 	if p.logFile, err = os.Create(p.logPath); err != nil {
 		b.Fatal(err)
 	}
-	p.cmd = exec.Command(bin, "server", "--disable-agent", "--bind-address", "127.0.0.1", "--secure-port", port, "--data-dir", p.dataDir, "--cluster-cidr", hollowClusterCIDR)
+	args := []string{"server", "--disable-agent", "--bind-address", "127.0.0.1", "--secure-port", port, "--data-dir", p.dataDir, "--cluster-cidr", hollowClusterCIDR}
+	if os.Getenv("TETHER_BENCH_HEAP") != "" {
+		args = append(args, "--profiling")
+	}
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout = p.readyLine
 	p.cmd.Stderr = p.logFile
 	// The server must not outlive the benchmark, even if it crashes.
@@ -1421,4 +1434,18 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// heapProfile saves the server's heap profile (it runs with --profiling)
+// to dir/heap.pb.gz and returns a line saying where it is.
+func heapProfile(ctx context.Context, client kubernetes.Interface, dir string) string {
+	data, err := client.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/heap").DoRaw(ctx)
+	if err != nil {
+		return fmt.Sprintf("heap profile: %v\n", err)
+	}
+	path := filepath.Join(dir, "heap.pb.gz")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return fmt.Sprintf("heap profile: %v\n", err)
+	}
+	return fmt.Sprintf("heap profile of the server at the largest N: %s (go tool pprof -sample_index=inuse_space %s)\n", path, path)
 }

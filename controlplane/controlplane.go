@@ -88,6 +88,9 @@ type Config struct {
 	// KubeletInsecureSkipTLSVerify stops the API server from verifying
 	// kubelet serving certificates. Every use logs a warning.
 	KubeletInsecureSkipTLSVerify bool
+	// Profiling serves /debug/pprof to users authorized for it (the
+	// admin's system:masters).
+	Profiling bool
 
 	// AuditLogPath is the audit log file. If empty, DataDir/audit.log.
 	AuditLogPath string
@@ -187,6 +190,7 @@ func New(cfg Config) (*ControlPlane, error) {
 		KubeletClientCertificate:     kubeletIdentity.GetClientCertificate,
 		KubeletPreferredAddressTypes: cfg.KubeletPreferredAddressTypes,
 		KubeletInsecureSkipTLSVerify: cfg.KubeletInsecureSkipTLSVerify,
+		Profiling:                    cfg.Profiling,
 	})
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"tether/apiserver/kubeletclient"
 	"tether/controlplane"
+	"tether/internal/memlimit"
 	"tether/internal/version"
 	"tether/kubelet"
 )
@@ -46,6 +48,7 @@ type serverOptions struct {
 
 	KubeletPreferredAddressTypes []string
 	KubeletInsecureSkipTLSVerify bool
+	Profiling                    bool
 }
 
 func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -67,6 +70,11 @@ func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
 			if cfg.KubeletInsecureSkipTLSVerify {
 				fmt.Fprintln(stderr, "WARNING: --kubelet-insecure-skip-tls-verify is set: the API server will NOT verify kubelet serving certificates; anyone who can intercept its traffic to a node can read logs and run commands as that node's kubelet")
 				cfg.Logger.Warn("kubelet serving certificates are not verified (--kubelet-insecure-skip-tls-verify)", "component", "server")
+			}
+			// A soft memory limit that follows the live heap
+			// (internal/memlimit); GOMEMLIMIT still wins if set.
+			if os.Getenv("GOMEMLIMIT") == "" {
+				go memlimit.Run(cmd.Context(), memlimit.Floor)
 			}
 			cp, err := controlplane.New(cfg)
 			if err != nil {
@@ -117,6 +125,7 @@ func newServerCommand(stdout, stderr io.Writer) *cobra.Command {
 		"node address types the API server uses to reach kubelets, in order of preference (Hostname, InternalIP, ExternalIP, InternalDNS, ExternalDNS)")
 	f.BoolVar(&o.KubeletInsecureSkipTLSVerify, "kubelet-insecure-skip-tls-verify", false,
 		"INSECURE: do not verify kubelet serving certificates against the cluster server CA (every connection logs a warning)")
+	f.BoolVar(&o.Profiling, "profiling", false, "serve Go profiles at /debug/pprof on the secure port (authenticated; only users authorized for the path, such as system:masters)")
 	return cmd
 }
 
@@ -171,6 +180,7 @@ func (o *serverOptions) config() (controlplane.Config, error) {
 		errs = append(errs, fmt.Errorf("--kubelet-preferred-address-types: %w", err))
 	}
 	cfg.KubeletInsecureSkipTLSVerify = o.KubeletInsecureSkipTLSVerify
+	cfg.Profiling = o.Profiling
 	for _, s := range o.EtcdServers {
 		if !strings.HasPrefix(s, "https://") && !strings.HasPrefix(s, "http://") && !strings.HasPrefix(s, "unix://") {
 			errs = append(errs, fmt.Errorf("--etcd-servers entry %q must be an https://, http:// or unix:// URL", s))
