@@ -537,7 +537,7 @@ func BenchmarkHollowNodes(b *testing.B) {
 			r.win.audit.rate(), r.win.audit.failed, r.win.ownCores(), r.win.otherCores(), r.health.ready, r.health.freshLeases, r.warnings)
 	}
 	tw.Flush()
-	fmt.Fprintf(out, "(server CPU and its GC in %% of one core; GC from the server's go_cpu_classes_gc_total metric; anon/file = RssAnon/RssFile (file is mostly etcd's mmapped bbolt db);\n")
+	fmt.Fprintf(out, "(server CPU and its GC in %% of one core; GC from the server's go_cpu_classes_gc_total metric; anon/file = RssAnon/RssFile (file: the binary's own text and read-only data, then etcd's mmapped bbolt db);\n")
 	fmt.Fprintf(out, " heap live/goal and goroutines from the server's /metrics after the window; \"load gen\" the cores this process used, \"bg\" the cores every other process used;\n")
 	fmt.Fprintf(out, " Ready and fresh leases (renewed in the last %s) as the server reports them after the window)\n", 2*kubelet.DefaultHeartbeatInterval)
 	if stopped != "" {
