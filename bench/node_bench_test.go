@@ -393,7 +393,7 @@ func joinToken(ctx context.Context, b *testing.B, client kubernetes.Interface, d
 // BenchmarkHollowNodes runs `tether server` as a separate process and, in
 // this process, a growing fleet of real node agents (each its own key, its
 // client and serving certificates through the CSR API, its own TLS
-// connection, a Lease renewed every 10 s, the Node's status every 5 minutes).
+// connection, a Lease renewed every 10 s, the Node's status every minute).
 // At each fleet size it measures the server process's CPU and memory in
 // steady state from /proc. It ignores b.N beyond one run.
 func BenchmarkHollowNodes(b *testing.B) {

@@ -50,9 +50,7 @@ const (
 	DefaultDataDir              = "/var/lib/tether/agent"
 	DefaultKubeletPort          = 10250
 	DefaultHeartbeatInterval    = 10 * time.Second
-	// DefaultStatusReportInterval is upstream's nodeStatusReportFrequency:
-	// liveness is the Lease's job, and a changed status is sent at once.
-	DefaultStatusReportInterval = 5 * time.Minute
+	DefaultStatusReportInterval = time.Minute
 )
 
 // ErrCertificateRejected is returned by Run when the API server answers

@@ -21,7 +21,7 @@ import (
 )
 
 // Floor is the smallest limit set: below it GOGC alone decides.
-const Floor = 384 << 20
+const Floor = 368 << 20
 
 // Every is how often the limit follows the live heap.
 const Every = 5 * time.Second

@@ -9,14 +9,15 @@ import (
 
 func TestFor(t *testing.T) {
 	const mib = 1 << 20
+	const floor = 384 * mib
 	for _, c := range []struct{ live, other, want uint64 }{
-		{0, 0, Floor},
-		{100 * mib, 100 * mib, Floor}, // 225 MiB < floor
-		{200 * mib, 134 * mib, Floor}, // exactly 384 MiB
+		{0, 0, floor},
+		{100 * mib, 100 * mib, floor}, // 225 MiB < floor
+		{200 * mib, 134 * mib, floor}, // exactly 384 MiB
 		{240 * mib, 100 * mib, 400 * mib},
 		{1000 * mib, 200 * mib, 1450 * mib},
 	} {
-		if got := For(c.live, c.other, Floor); got != c.want {
+		if got := For(c.live, c.other, floor); got != c.want {
 			t.Errorf("For(%d MiB live, %d MiB other) = %d MiB, want %d MiB", c.live/mib, c.other/mib, got/mib, c.want/mib)
 		}
 	}
