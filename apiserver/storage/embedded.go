@@ -10,8 +10,18 @@ import (
 	"path/filepath"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+	apistorage "k8s.io/apiserver/pkg/storage"
+	"k8s.io/apiserver/pkg/storage/etcd3"
+	etcdfeature "k8s.io/apiserver/pkg/storage/feature"
+	"k8s.io/utils/clock"
 )
+
+// compactInterval is how often the API server's compactor runs, as in
+// upstream's default.
+const compactInterval = 5 * time.Minute
 
 // EmbeddedConfig configures the embedded etcd member.
 type EmbeddedConfig struct {
@@ -30,6 +40,16 @@ type EmbeddedConfig struct {
 type Embedded struct {
 	cfg   EmbeddedConfig
 	ready chan struct{}
+
+	// Set before ready is closed, cleared never: the in-process client
+	// and the compactor that runs on it.
+	client    *clientv3.Client
+	compactor compactor
+}
+
+type compactor interface {
+	etcd3.Compactor
+	Stop()
 }
 
 // NewEmbedded validates cfg. It starts nothing.
@@ -49,9 +69,22 @@ func NewEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	return &Embedded{cfg: cfg, ready: make(chan struct{})}, nil
 }
 
-// Backend returns how the API server reaches this member.
+// Backend returns how the API server reaches this member: the API
+// server's own storage calls go straight to the member in this process
+// (Local); other clients, and tools, use the unix socket (Servers).
 func (e *Embedded) Backend() Backend {
-	return Backend{Servers: []string{e.clientURL().String()}}
+	return Backend{Servers: []string{e.clientURL().String()}, Local: e}
+}
+
+// local returns the in-process client and the compactor. They exist once
+// Ready is closed and stay valid until Run returns.
+func (e *Embedded) local() (*clientv3.Client, etcd3.Compactor, error) {
+	select {
+	case <-e.ready:
+		return e.client, e.compactor, nil
+	default:
+		return nil, nil, fmt.Errorf("storage: embedded etcd in %s is not running", e.cfg.Dir)
+	}
 }
 
 // Ready is closed once the member serves clients.
@@ -105,6 +138,20 @@ func (e *Embedded) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
+	// The API server's reads and writes call the member directly instead
+	// of through gRPC over the socket: no marshalling, no connection, no
+	// per-request goroutine on the serving side. Nothing leaves the process,
+	// so there is nothing to encrypt.
+	e.client = v3client.New(srv.Server)
+	e.compactor = etcd3.NewCompactor(e.client, compactInterval, clock.RealClock{}, nil)
+	// The watch cache serves consistent LISTs only once the storage layer
+	// knows etcd answers progress requests, and it learns that per client
+	// endpoint. An in-process client has no endpoint, so name one.
+	etcdfeature.DefaultFeatureSupportChecker.CheckClient(ctx, inProcess{e.client}, apistorage.RequestWatchProgress)
+	defer func() {
+		e.compactor.Stop()
+		_ = e.client.Close()
+	}()
 	close(e.ready)
 	e.cfg.Logger.Info("embedded etcd ready", "component", "etcd", "endpoint", client.String())
 	select {
@@ -115,3 +162,8 @@ func (e *Embedded) Run(ctx context.Context) error {
 		return nil
 	}
 }
+
+// inProcess gives the in-process client the one endpoint it talks to.
+type inProcess struct{ *clientv3.Client }
+
+func (inProcess) Endpoints() []string { return []string{"in-process"} }

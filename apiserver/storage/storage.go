@@ -31,6 +31,10 @@ type Backend struct {
 	CAFile, CertFile, KeyFile string
 	// Prefix replaces the default key prefix if set.
 	Prefix string
+	// Local, if set, is the embedded member in this process: the API
+	// server's resource storage calls it directly, and Servers remain for
+	// everything else (health checks, allocators, tools).
+	Local *Embedded
 }
 
 // Config returns the generic storage backend configuration.
@@ -89,6 +93,10 @@ func (o RESTOptions) GetRESTOptions(gr schema.GroupResource, _ runtime.Object) (
 	if o.DisableWatchCache {
 		decorator = generic.UndecoratedStorage
 	}
+	if o.Backend.Local != nil {
+		decorator = o.Backend.Local.decorator(!o.DisableWatchCache)
+	}
+	decorator = withDeadlineStatus(decorator)
 	return generic.RESTOptions{
 		StorageConfig:           cfg.ForResource(gr),
 		Decorator:               decorator,
