@@ -354,8 +354,9 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 	getter := bootstrap.NewGetter(sharedInformers, client)
 	revoked := revocation.New(sharedInformers)
 	// A revoked certificate's open requests (watches above all) end at once.
+	muxComplete := make(chan struct{})
 	gc.BuildHandlerChainFunc = func(h http.Handler, c *genericapiserver.Config) http.Handler {
-		return revoked.CancelOnRevoke(genericapiserver.DefaultBuildHandlerChain(h, c))
+		return revoked.CancelOnRevoke(handlerChain(h, c, muxComplete))
 	}
 	tokens := tokencache.New(tokenunion.New(
 		authenticator.WrapAudienceAgnosticToken(s.cfg.APIAudiences, bootstrap.New(getter)),
@@ -447,6 +448,7 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 	if err := gs.InstallAPIGroups(groups[1:]...); err != nil {
 		return nil, fmt.Errorf("apiserver: install API groups: %w", err)
 	}
+	close(muxComplete)
 
 	gs.AddPostStartHookOrDie("tether-informers", func(hc genericapiserver.PostStartHookContext) error {
 		sharedInformers.Start(hc.Done())

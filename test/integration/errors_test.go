@@ -128,6 +128,33 @@ func testErrors(t *testing.T, client kubernetes.Interface) {
 			wantCode: http.StatusBadRequest,
 			is:       apierrors.IsBadRequest,
 		},
+		{
+			// The request's own deadline has passed before the server
+			// reads etcd: it gets a timeout Status, not a hang and not an
+			// internal error.
+			name: "DeadlinePassedGet",
+			do: func(t *testing.T) error {
+				return client.CoreV1().RESTClient().Get().Namespace(ns).Resource("configmaps").Name("exists").
+					Param("timeout", "1ns").Do(t.Context()).Error()
+			},
+			wantCode: http.StatusGatewayTimeout,
+			is:       apierrors.IsTimeout,
+		},
+		{
+			name: "DeadlinePassedCreate",
+			do: func(t *testing.T) error {
+				return client.CoreV1().RESTClient().Post().Namespace(ns).Resource("configmaps").
+					Param("timeout", "1ns").Body(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: ns}}).
+					Do(t.Context()).Error()
+			},
+			wantCode: http.StatusGatewayTimeout,
+			is:       apierrors.IsTimeout,
+			check: func(t *testing.T, _ error) {
+				if _, err := cms.Get(t.Context(), "late", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+					t.Errorf("Get(late) after a create that timed out = %v, want NotFound", err)
+				}
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
