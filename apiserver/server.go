@@ -409,6 +409,7 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: %w", err)
 	}
+	gs.Handler.GoRestfulContainer.Router(newRouteCache())
 	var services *registry.ServiceAllocator
 	if s.cfg.ServiceClusterIPRange != nil {
 		services, err = registry.NewServiceAllocator(registry.ServiceAllocatorConfig{
