@@ -705,7 +705,10 @@ func watchEtcd(ctx context.Context, ec *clientv3.Client) (watchResult, error) {
 
 // profile writes a CPU profile of one phase to
 // $TETHER_BENCH_PROFILE/<phase>.cpu.pprof if that variable names a
-// directory, and returns the function that stops it.
+// directory, and the allocation profiles before and after it
+// (<phase>.allocs-before.pprof, <phase>.allocs.pprof: read them with
+// `go tool pprof -sample_index=alloc_space -base <before> <after>`). It
+// returns the function that stops it.
 func profile(b *testing.B, phase string) (stop func()) {
 	dir := os.Getenv("TETHER_BENCH_PROFILE")
 	if dir == "" {
@@ -719,9 +722,24 @@ func profile(b *testing.B, phase string) (stop func()) {
 		f.Close()
 		b.Fatalf("profile %s: %v (is -cpuprofile set too?)", phase, err)
 	}
+	writeAllocs(b, filepath.Join(dir, phase+".allocs-before.pprof"))
 	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
+		writeAllocs(b, filepath.Join(dir, phase+".allocs.pprof"))
+	}
+}
+
+// writeAllocs saves the allocation profile (totals since the process
+// started) to path; the difference of two shows what one phase allocated.
+func writeAllocs(b *testing.B, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatalf("allocation profile: %v", err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		b.Fatalf("allocation profile %s: %v", path, err)
 	}
 }
 
