@@ -3,6 +3,7 @@ package apiserver
 import (
 	"hash/maphash"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,7 +86,7 @@ func (c *routeCache) SelectRoute(services []*restful.WebService, req *http.Reque
 	idx.mu.RLock()
 	choice := idx.chosen[key]
 	idx.mu.RUnlock()
-	if choice != nil && sameCandidates(choice.matched, matched) {
+	if choice != nil && slices.Equal(choice.matched, matched) {
 		return services[service], choice.route, nil
 	}
 	ws, route, err := c.curly.SelectRoute(services, req)
@@ -105,7 +106,7 @@ func (c *routeCache) SelectRoute(services []*restful.WebService, req *http.Reque
 // routes (appended to buf).
 func (c *routeCache) lookup(services []*restful.WebService, req *http.Request, buf []candidate) (*routeIndex, int, routeKey, []candidate) {
 	idx := c.index.Load()
-	if idx == nil || !sameServices(idx.services, services) {
+	if idx == nil || !slices.Equal(idx.services, services) {
 		idx = buildRouteIndex(services)
 		c.index.Store(idx)
 	}
@@ -130,30 +131,6 @@ func (c *routeCache) hash(matched []candidate) uint64 {
 		maphash.WriteComparable(&h, m)
 	}
 	return h.Sum64()
-}
-
-func sameCandidates(a, b []candidate) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func sameServices(a, b []*restful.WebService) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func buildRouteIndex(services []*restful.WebService) *routeIndex {

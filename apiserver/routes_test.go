@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 
 	restful "github.com/emicklei/go-restful/v3"
@@ -135,7 +136,7 @@ func TestRouteCacheMatchesCurlyRouter(t *testing.T) {
 							// Every request CurlyRouter routes is
 							// answered from the cache the second time.
 							idx, service, key, matched := cache.lookup(services, req, nil)
-							if service < 0 || idx.chosen[key] == nil || !sameCandidates(idx.chosen[key].matched, matched) {
+							if service < 0 || idx.chosen[key] == nil || !slices.Equal(idx.chosen[key].matched, matched) {
 								t.Fatalf("%s %s (Content-Type %q, Accept %q): routed by CurlyRouter again, not from the cache", m, p, ct, acc)
 							}
 							cached++

@@ -1,8 +1,7 @@
-package storage
+package storage_test
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
@@ -17,41 +16,15 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	apistorage "k8s.io/apiserver/pkg/storage"
 	etcdfeature "k8s.io/apiserver/pkg/storage/feature"
+
+	"tether/apiserver/storage"
+	"tether/apiserver/storage/storagetest"
 )
 
-// startEmbedded runs a member for the test.
-func startEmbedded(t *testing.T) *Embedded {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("needs etcd")
-	}
-	dir, err := os.MkdirTemp("", "storage-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	e, err := NewEmbedded(EmbeddedConfig{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-e.Ready():
-	case err := <-done:
-		t.Fatalf("embedded etcd: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("embedded etcd not ready after 30s")
-	}
-	return e
-}
-
 // configMaps builds the configmaps storage the registry would, on b.
-func configMaps(t *testing.T, b Backend, cached bool) apistorage.Interface {
+func configMaps(t *testing.T, b storage.Backend, cached bool) apistorage.Interface {
 	t.Helper()
-	ro, err := RESTOptions{Backend: b, DisableWatchCache: !cached}.GetRESTOptions(schema.GroupResource{Resource: "configmaps"}, nil)
+	ro, err := storage.RESTOptions{Backend: b, DisableWatchCache: !cached}.GetRESTOptions(schema.GroupResource{Resource: "configmaps"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +50,7 @@ func configMaps(t *testing.T, b Backend, cached bool) apistorage.Interface {
 // client: writes, reads, watches, consistent lists from the watch cache, and
 // a read past its deadline.
 func TestLocalStorage(t *testing.T) {
-	e := startEmbedded(t)
+	e := storagetest.Start(t)
 	b := e.Backend()
 	if b.Local != e || len(b.Servers) != 1 {
 		t.Fatalf("Backend() = %+v, want the member as Local and its socket as the one server", b)
@@ -157,11 +130,11 @@ func TestLocalStorage(t *testing.T) {
 // TestLocalNotRunning checks that storage on a member that has not started
 // fails with an error naming it rather than a nil client.
 func TestLocalNotRunning(t *testing.T) {
-	e, err := NewEmbedded(EmbeddedConfig{Dir: t.TempDir()})
+	e, err := storage.NewEmbedded(storage.EmbeddedConfig{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ro, err := RESTOptions{Backend: e.Backend()}.GetRESTOptions(schema.GroupResource{Resource: "configmaps"}, nil)
+	ro, err := storage.RESTOptions{Backend: e.Backend()}.GetRESTOptions(schema.GroupResource{Resource: "configmaps"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

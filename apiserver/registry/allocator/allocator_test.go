@@ -1,12 +1,10 @@
 package allocator
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -16,36 +14,14 @@ import (
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 
 	"tether/apiserver/storage"
+	"tether/apiserver/storage/storagetest"
 )
 
 // startEtcd runs an embedded etcd member for the test and returns its
 // backend.
 func startEtcd(t *testing.T) storage.Backend {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs etcd")
-	}
-	dir, err := os.MkdirTemp("", "alloc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	e, err := storage.NewEmbedded(storage.EmbeddedConfig{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-e.Ready():
-	case err := <-done:
-		t.Fatalf("embedded etcd: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("embedded etcd not ready after 30s")
-	}
-	return e.Backend()
+	return storagetest.Start(t).Backend()
 }
 
 // newClient returns a client of b, closed when the test ends.
