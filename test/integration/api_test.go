@@ -57,6 +57,18 @@ func TestAPI(t *testing.T) {
 		}
 	})
 
+	t.Run("StorageMetrics", func(t *testing.T) {
+		// The API server's reads and writes reach the embedded member in
+		// process; upstream's storage metrics still count them.
+		code, body, err := getStatus(t.Context(), c.Client, "/metrics")
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("GET /metrics = %d, %v", code, err)
+		}
+		if !strings.Contains(string(body), `etcd_request_duration_seconds_count{group="",operation="get",resource="namespaces"}`) {
+			t.Errorf("GET /metrics has no etcd_request_duration_seconds for namespace reads")
+		}
+	})
+
 	t.Run("Version", func(t *testing.T) {
 		v, err := c.Client.Discovery().ServerVersion()
 		if err != nil {
