@@ -145,7 +145,7 @@ func (e *Embedded) Run(ctx context.Context) error {
 	e.client = v3client.New(srv.Server)
 	// Each request's time in etcd feeds its latency trackers, as with
 	// upstream's storage client.
-	e.client.KV = etcd3.NewETCDLatencyTracker(e.client.KV)
+	e.client.KV = etcd3.NewETCDLatencyTracker(expiredFirst{e.client.KV})
 	e.compactor = etcd3.NewCompactor(e.client, compactInterval, clock.RealClock{}, nil)
 	// The watch cache serves consistent LISTs only once the storage layer
 	// knows etcd answers progress requests, and it learns that per client

@@ -114,11 +114,19 @@ func TestLocalStorage(t *testing.T) {
 				t.Fatal("no watch event 10s after the create")
 			}
 
-			late, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+			expired, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
 			defer cancel()
-			err = s.Get(late, key, apistorage.GetOptions{}, &corev1.ConfigMap{})
+			err = s.Get(expired, key, apistorage.GetOptions{}, &corev1.ConfigMap{})
 			if !apierrors.IsTimeout(err) {
 				t.Fatalf("Get past the deadline = %v, want a Timeout status", err)
+			}
+			// A write whose request has already timed out is not made.
+			late := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: name}}
+			if err := s.Create(expired, dir+"late", late, &corev1.ConfigMap{}, 0); err == nil {
+				t.Fatal("Create past the deadline: no error")
+			}
+			if err := s.Get(ctx, dir+"late", apistorage.GetOptions{}, &corev1.ConfigMap{}); !apistorage.IsNotFound(err) {
+				t.Fatalf("Get(late) after a create past its deadline = %v, want not found", err)
 			}
 			if err := s.Get(ctx, dir+"missing", apistorage.GetOptions{}, &corev1.ConfigMap{}); !apistorage.IsNotFound(err) {
 				t.Fatalf("Get(missing) = %v, want a not-found storage error", err)
