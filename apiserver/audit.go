@@ -48,8 +48,8 @@ func newAudit(cfg AuditConfig) (audit.Backend, audit.PolicyRuleEvaluator, error)
 		return nil, nil, fmt.Errorf("apiserver: open audit log (--audit-log-path): %w", err)
 	}
 	f.Close()
-	out := &lumberjack.Logger{Filename: cfg.Path, MaxSize: cfg.MaxSizeMB, MaxBackups: cfg.MaxBackups, Compress: false}
-	backend := auditlog.NewBackend(out, auditlog.FormatJson, auditv1.SchemeGroupVersion)
+	out := newAuditWriter(&lumberjack.Logger{Filename: cfg.Path, MaxSize: cfg.MaxSizeMB, MaxBackups: cfg.MaxBackups, Compress: false})
+	backend := closingBackend{auditlog.NewBackend(out, auditlog.FormatJson, auditv1.SchemeGroupVersion), out}
 	p := &auditinternal.Policy{
 		// ResponseStarted stays: failed authentications are recorded at
 		// that stage (and long-running requests such as watches get a line
@@ -58,4 +58,16 @@ func newAudit(cfg AuditConfig) (audit.Backend, audit.PolicyRuleEvaluator, error)
 		Rules:      []auditinternal.PolicyRule{{Level: auditinternal.LevelMetadata}},
 	}
 	return backend, policy.NewPolicyRuleEvaluator(p), nil
+}
+
+// closingBackend closes the audit writer, writing what it holds, when the
+// server shuts its audit backend down.
+type closingBackend struct {
+	audit.Backend
+	out *auditWriter
+}
+
+func (b closingBackend) Shutdown() {
+	b.Backend.Shutdown()
+	_ = b.out.Close()
 }
