@@ -319,9 +319,17 @@ func TestAuthKubectl(t *testing.T) {
 // user agent kubectl), and that none of the secrets appears in the file.
 func checkAuditLog(t *testing.T, path string, requests []kubectlRequest, secrets map[string]string, saUser string) {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("audit log: %v", err)
+	// A request's line is written just after its response: give the last
+	// ones a moment to reach the file.
+	var data []byte
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			t.Fatalf("audit log: %v", err)
+		}
+		if bytes.Count(data, []byte(`"userAgent":"kubectl`)) >= len(requests) || time.Now().After(deadline) {
+			break
+		}
 	}
 	for what, v := range secrets {
 		if v != "" && bytes.Contains(data, []byte(v)) {
