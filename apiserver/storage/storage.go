@@ -89,12 +89,14 @@ func (o RESTOptions) GetRESTOptions(gr schema.GroupResource, _ runtime.Object) (
 	if gr.Group != "" {
 		prefix = gr.Group + "/" + gr.Resource
 	}
-	decorator := genericregistry.StorageWithCacher()
-	if o.DisableWatchCache {
-		decorator = generic.UndecoratedStorage
-	}
-	if o.Backend.Local != nil {
+	var decorator generic.StorageDecorator
+	switch {
+	case o.Backend.Local != nil:
 		decorator = o.Backend.Local.decorator(!o.DisableWatchCache)
+	case o.DisableWatchCache:
+		decorator = generic.UndecoratedStorage
+	default:
+		decorator = genericregistry.StorageWithCacher()
 	}
 	decorator = withDeadlineStatus(decorator)
 	return generic.RESTOptions{
