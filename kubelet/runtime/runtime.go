@@ -675,6 +675,11 @@ func readStatus(dir string) (Container, error) {
 		return Container{}, err
 	}
 	c := Container{ID: m.ID, Labels: m.Labels, CreatedAt: m.CreatedAt, LogPath: m.LogPath}
+	// The shim's liveness is checked before reading the files it writes:
+	// it records the exit status and then exits, and a shim that was
+	// already gone has left everything it will ever write.
+	var sp proc
+	shimAlive := readJSON(filepath.Join(dir, shimPidFile), &sp) == nil && sp.alive()
 	var st started
 	haveStarted := readJSON(filepath.Join(dir, startedFile), &st) == nil
 	if haveStarted {
@@ -687,8 +692,6 @@ func readStatus(dir string) (Container, error) {
 		c.Reason, c.Message = ex.Reason, ex.Message
 		return c, nil
 	}
-	var sp proc
-	shimAlive := readJSON(filepath.Join(dir, shimPidFile), &sp) == nil && sp.alive()
 	switch {
 	case haveStarted && (st.proc.alive() || shimAlive):
 		// A dead init with a live shim is being recorded right now.
