@@ -123,7 +123,7 @@ func TestAttachStdinOnce(t *testing.T) {
 	}
 	c := e.waitExited("cat", 5*time.Second)
 	if c.ExitCode != 0 {
-		t.Errorf("exit code = %d, want 0", c.ExitCode)
+		t.Errorf("exit code = %d (%s: %s), want 0; output %q", c.ExitCode, c.Reason, c.Message, a.stdout.String())
 	}
 	if got := a.stdout.String(); got != "hello\n" || a.stderr.String() != "" {
 		t.Errorf("stdout %q, stderr %q; want hello and nothing", got, a.stderr.String())
@@ -223,13 +223,24 @@ func TestAttachTTYStdinOnce(t *testing.T) {
 	a := attach(t, e.rt, "once", true)
 	a.write(t, "echo hi-$((2*3))\n")
 	a.stdout.waitFor(t, "hi-6", 5*time.Second)
+	// Wait for the next prompt: the shell's line editor puts the terminal
+	// in raw mode before printing it, and a ^D typed while the terminal
+	// is still cooked (the shell running the command) is read as a NUL
+	// instead (CI saw the shell go on running once).
+	deadline := time.Now().Add(5 * time.Second)
+	for out := a.stdout.String(); !strings.Contains(out[strings.Index(out, "hi-6"):], "# "); out = a.stdout.String() {
+		if time.Now().After(deadline) {
+			t.Fatalf("output = %q; want a prompt after hi-6", out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	// EOF on the client's stdin types ^D: the shell exits.
 	a.stdin.Close()
 	if err := a.wait(t, 5*time.Second); err != nil {
 		t.Errorf("Attach = %v, want nil", err)
 	}
 	if c := e.waitExited("once", 5*time.Second); c.ExitCode != 0 {
-		t.Errorf("exit code = %d, want 0", c.ExitCode)
+		t.Errorf("exit code = %d (%s: %s), want 0; output %q", c.ExitCode, c.Reason, c.Message, a.stdout.String())
 	}
 }
 
