@@ -266,6 +266,34 @@ func (c *Client) CloseIdleConnections() {
 // kubelet that cannot be connected to is a 503 naming the node and
 // address; other failures are 502s naming them too.
 func (c *Client) StatusError(nodeName string, location *url.URL, err error) error {
+	addr := ""
+	if location != nil {
+		addr = location.Host
+	}
+	return describe(err, problemText{
+		certificate: fmt.Sprintf("the kubelet certificate for node %s (address %s) is not valid: ", nodeName, addr),
+		unreachable: fmt.Sprintf("the kubelet of node %s is unreachable at %s: ", nodeName, addr),
+		refused:     fmt.Sprintf("the kubelet of node %s (address %s) refused the TLS connection: ", nodeName, addr),
+		other:       fmt.Sprintf("error talking to the kubelet of node %s (address %s): ", nodeName, addr),
+	})
+}
+
+// UpstreamError is StatusError for the API server's other upstreams
+// (target, such as "pod default/web", at address addr): the same
+// classification, naming target and address.
+func UpstreamError(target, addr string, err error) error {
+	return describe(err, problemText{
+		certificate: fmt.Sprintf("the serving certificate of %s (address %s) is not valid: ", target, addr),
+		unreachable: fmt.Sprintf("%s is unreachable at %s: ", target, addr),
+		refused:     fmt.Sprintf("%s (address %s) refused the TLS connection: ", target, addr),
+		other:       fmt.Sprintf("error talking to %s (address %s): ", target, addr),
+	})
+}
+
+// problemText holds the start of the message of each kind of failure.
+type problemText struct{ certificate, unreachable, refused, other string }
+
+func describe(err error, text problemText) error {
 	if err == nil {
 		return nil
 	}
@@ -273,20 +301,16 @@ func (c *Client) StatusError(nodeName string, location *url.URL, err error) erro
 	if errors.As(err, &status) {
 		return err
 	}
-	addr := ""
-	if location != nil {
-		addr = location.Host
-	}
 	if reason, ok := certificateProblem(err); ok {
-		return badGateway(fmt.Sprintf("the kubelet certificate for node %s (address %s) is not valid: %s", nodeName, addr, reason))
+		return badGateway(text.certificate + reason)
 	}
 	if unreachable(err) {
-		return apierrors.NewServiceUnavailable(fmt.Sprintf("the kubelet of node %s is unreachable at %s: %v", nodeName, addr, err))
+		return apierrors.NewServiceUnavailable(text.unreachable + err.Error())
 	}
 	if remoteTLSAlert(err) {
-		return badGateway(fmt.Sprintf("the kubelet of node %s (address %s) refused the TLS connection: %v", nodeName, addr, err))
+		return badGateway(text.refused + err.Error())
 	}
-	return badGateway(fmt.Sprintf("error talking to the kubelet of node %s (address %s): %v", nodeName, addr, err))
+	return badGateway(text.other + err.Error())
 }
 
 // certificateProblem reports whether err is a failed verification of the
