@@ -40,12 +40,25 @@ type apiDeps struct {
 	authorizer authorizer.UnconditionalAuthorizer
 }
 
-// addPodStreams adds the pod subresources that reach the pod's kubelet
-// (path P5) to the core storage.
-func addPodStreams(core map[string]rest.Storage, pods *registry.REST, deps apiDeps) error {
+// addKubeletPaths adds the subresources that reach kubelets and pods to
+// the core storage: pods/log, exec, attach and portforward (path P5) and
+// the proxies of nodes, pods and services (path P8).
+func addKubeletPaths(core map[string]rest.Storage, endpointSlices rest.Storage, deps apiDeps) error {
+	pods, ok := core["pods"].(*registry.REST)
+	if !ok {
+		return fmt.Errorf("apiserver: unexpected pod storage %T", core["pods"])
+	}
 	nodes, ok := core["nodes"].(*registry.REST)
 	if !ok {
 		return fmt.Errorf("apiserver: unexpected node storage %T", core["nodes"])
+	}
+	services, ok := core["services"].(rest.Getter)
+	if !ok {
+		return fmt.Errorf("apiserver: unexpected service storage %T", core["services"])
+	}
+	slices, ok := endpointSlices.(rest.Lister)
+	if !ok {
+		return fmt.Errorf("apiserver: unexpected EndpointSlice storage %T", endpointSlices)
 	}
 	kcfg := deps.kubelet
 	kcfg.Nodes = kubeletclient.NodeGetterFunc(registry.NodeGetter(nodes))
@@ -59,6 +72,17 @@ func addPodStreams(core map[string]rest.Storage, pods *registry.REST, deps apiDe
 	}
 	core["pods/log"], core["pods/exec"] = streams.Log, streams.Exec
 	core["pods/attach"], core["pods/portforward"] = streams.Attach, streams.PortForward
+	proxies, err := registry.NewProxyStorage(registry.ProxyConfig{
+		Pods: pods, Nodes: nodes, Services: services, EndpointSlices: slices,
+		Kubelets: kubelets,
+		// https: targets are verified against the bundle pods trust
+		// (kube-root-ca.crt): the server CA.
+		TrustBundle: deps.kubelet.ServerCA,
+	})
+	if err != nil {
+		return fmt.Errorf("apiserver: %w", err)
+	}
+	core["nodes/proxy"], core["pods/proxy"], core["services/proxy"] = proxies.Nodes, proxies.Pods, proxies.Services
 	return nil
 }
 
@@ -100,9 +124,6 @@ func apiGroups(opts generic.RESTOptionsGetter, deps apiDeps) ([]*genericapiserve
 		return nil, fmt.Errorf("apiserver: unexpected pod storage %T", core["pods"])
 	}
 	core["pods/binding"], core["bindings"] = registry.NewBindingStorage(pods)
-	if err := addPodStreams(core, pods, deps); err != nil {
-		return nil, err
-	}
 
 	coordination := map[string]rest.Storage{}
 	if err := add(coordination, registry.Leases); err != nil {
@@ -128,6 +149,9 @@ func apiGroups(opts generic.RESTOptionsGetter, deps apiDeps) ([]*genericapiserve
 
 	discovery := map[string]rest.Storage{}
 	if err := add(discovery, registry.EndpointSlices); err != nil {
+		return nil, err
+	}
+	if err := addKubeletPaths(core, discovery["endpointslices"], deps); err != nil {
 		return nil, err
 	}
 
