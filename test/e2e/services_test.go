@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -153,6 +154,93 @@ func TestServices(t *testing.T) {
 		t.Logf("100 requests through the VIP: %v", counts)
 	})
 
+	t.Run("the API server proxies to pods, the Service and kubelets (P8)", func(t *testing.T) {
+		// The server's host runs no agent, so nothing gave it routes to
+		// the nodes' pod networks: add the host-gw routes an agent adds.
+		for _, n := range c.nodes {
+			node, err := c.client.CoreV1().Nodes().Get(ctx, n.name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, errOut, err := runIn(t, c.host, 10*time.Second, true, "ip", "route", "replace", node.Spec.PodCIDR, "via", n.host.IP.String()); err != nil {
+				t.Fatalf("route to %s's pods: %v %s", n.name, err, errOut)
+			}
+		}
+		raw := func(path string) string {
+			t.Helper()
+			return strings.TrimSpace(c.mustKubectl(t, "get", "--raw", path))
+		}
+		for path, want := range map[string]string{
+			"/api/v1/namespaces/default/pods/web-1/proxy/":                "web-1", // the first container port
+			"/api/v1/namespaces/default/pods/web-1:http/proxy/index.html": "web-1", // a port name
+			"/api/v1/namespaces/default/pods/http:web-2:8080/proxy/?x=1":  "web-2",
+			"/api/v1/namespaces/default/services/web/proxy/":              "web-",
+			"/api/v1/namespaces/default/services/http:web:80/proxy/":      "web-",
+			"/api/v1/nodes/node-1/proxy/healthz":                          "ok", // the kubelet
+			"/api/v1/nodes/https:node-2:10250/proxy/healthz":              "ok",
+		} {
+			if got := raw(path); !strings.HasPrefix(got, want) {
+				t.Errorf("GET %s = %q, want %s…", path, got, want)
+			}
+		}
+		seen := map[string]int{}
+		for range 20 {
+			seen[raw("/api/v1/namespaces/default/services/web/proxy/index.html")]++
+		}
+		if seen["web-1"] == 0 || seen["web-2"] == 0 || seen["web-1"]+seen["web-2"] != 20 {
+			t.Errorf("20 requests through services/web/proxy: %v, want both backends", seen)
+		}
+		if got := raw("/api/v1/nodes/node-2/proxy/pods"); !strings.Contains(got, `"name":"web-2"`) {
+			t.Errorf("node-2's kubelet /pods through nodes/proxy lacks web-2: %s", clip(got))
+		}
+		// https: is verified: web-1 speaks plain HTTP, so there is no
+		// certificate to trust, and the proxy says so instead of
+		// carrying on.
+		for path, want := range map[string]string{
+			"/api/v1/namespaces/default/pods/https:web-1:8080/proxy/": "pod default/web-1",
+			"/api/v1/namespaces/default/pods/web-1:nope/proxy/":       "no container port named",
+			"/api/v1/namespaces/default/services/web:81/proxy/":       "has no port",
+			"/api/v1/namespaces/default/pods/ftp:web-1:8080/proxy/":   "invalid scheme",
+		} {
+			out, errOut, err := c.kubectl(t, true, "get", "--raw", path)
+			if err == nil || !strings.Contains(errOut, want) {
+				t.Errorf("GET %s: %v %q %q; want an error naming %q", path, err, out, errOut, want)
+			}
+		}
+
+		// kubectl proxy, as operators use it.
+		pctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		cmd := c.host.Command(pctx, c.kubectlBin, "--kubeconfig", c.Kubeconfig, "proxy", "--port=0")
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Wait()
+		defer cancel()
+		line, err := bufioLine(stdout, 10*time.Second)
+		if err != nil {
+			t.Fatalf("kubectl proxy: %v", err)
+		}
+		_, port, ok := strings.Cut(strings.TrimSpace(line), "127.0.0.1:")
+		if !ok {
+			t.Fatalf("kubectl proxy printed %q, want its address", line)
+		}
+		tr := &http.Transport{DialContext: c.host.Dial, DisableKeepAlives: true}
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("http://127.0.0.1:" + port + "/api/v1/namespaces/default/services/web:80/proxy/")
+		if err != nil {
+			t.Fatalf("through kubectl proxy: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(body), "web-") {
+			t.Errorf("through kubectl proxy: %s %q, want 200 from a backend", resp.Status, body)
+		}
+	})
+
 	get := func(ctx context.Context, h *framework.Host, addr string) (string, error) {
 		tr := &http.Transport{DialContext: h.Dial, DisableKeepAlives: true}
 		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -190,14 +278,20 @@ func TestServices(t *testing.T) {
 			r, err := readyBackends()
 			return settled(err == nil && r["web-1"] && !r["web-2"], fmt.Errorf("ready backends %v (%v)", r, err))
 		})
-		// From node-1 itself (the output hook), only web-1 answers now.
-		for i := 0; i < 20; i++ {
-			body, err := get(ctx, n1.host, vip)
-			if err != nil || body != "web-1" {
-				t.Fatalf("request %d to %s after web-2 turned not ready: %q %v", i, vip, body, err)
+		// From node-1 itself (the output hook), only web-1 answers once
+		// its service proxy has applied the change (it follows the
+		// EndpointSlice by a few milliseconds).
+		var took time.Duration
+		framework.Eventually(t, 10*time.Second, func() (bool, error) {
+			for i := 0; i < 20; i++ {
+				body, err := get(ctx, n1.host, vip)
+				if err != nil || body != "web-1" {
+					return false, fmt.Errorf("request %d to %s after web-2 turned not ready: %q %v", i, vip, body, err)
+				}
 			}
-		}
-		took := time.Since(start)
+			took = time.Since(start)
+			return true, nil
+		})
 		t.Logf("web-2 out of the VIP's rotation %s after its readiness file was removed (probe period 1s)", took.Round(time.Millisecond))
 		if took > 3*time.Second {
 			t.Errorf("removal took %s, want within 2s of readiness changing (plus the 1s probe period)", took)
@@ -258,4 +352,23 @@ func TestServices(t *testing.T) {
 			return settled(refused, fmt.Errorf("request to the deleted VIP: %v after %s, want refused at once", err, time.Since(start)))
 		})
 	})
+}
+
+// bufioLine reads the first line of r within timeout.
+func bufioLine(r io.Reader, timeout time.Duration) (string, error) {
+	type result struct {
+		line string
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		line, err := bufio.NewReader(r).ReadString('\n')
+		ch <- result{line, err}
+	}()
+	select {
+	case res := <-ch:
+		return res.line, res.err
+	case <-time.After(timeout):
+		return "", fmt.Errorf("no line within %s", timeout)
+	}
 }
