@@ -417,9 +417,6 @@ func (r *pathsRunner) progress(format string, args ...any) {
 func (r *pathsRunner) run(ctx context.Context) {
 	r.progress("checking the cluster at %s", r.cfg.Host)
 	reachable := r.checkClient(ctx)
-	for _, id := range []string{"P8"} {
-		r.report.path(id).set(resultSkip, "not available yet")
-	}
 	r.report.path("P9").set(resultSkip, "not available yet (egress mode ssh)")
 	r.report.path("P10").set(resultSkip, "not available yet (egress mode tunnel)")
 	if !reachable {
@@ -433,7 +430,7 @@ func (r *pathsRunner) run(ctx context.Context) {
 	r.loadServerCA(ctx)
 	nodes, err := r.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
-		for _, id := range []string{"P0", "P2", "P3", "P4", "P5", "P6", "P7"} {
+		for _, id := range []string{"P0", "P2", "P3", "P4", "P5", "P6", "P7", "P8"} {
 			r.report.path(id).fail("list nodes: %v", err)
 		}
 		return
@@ -443,6 +440,7 @@ func (r *pathsRunner) run(ctx context.Context) {
 	r.checkJoin(ctx)
 	r.checkKubeletClients(ctx)
 	r.checkKubelets(ctx)
+	r.checkProxy(ctx)
 	r.probe(ctx)
 }
 
@@ -1204,8 +1202,15 @@ func (r *pathsRunner) waitProbes(ctx context.Context, ns string, probes []*paths
 // (pods/log). A non-2xx answer is returned as the Status the API server
 // sent; err is a failure to get an answer at all.
 func (r *pathsRunner) podLog(ctx context.Context, ns, pod string) ([]byte, metav1.Status, error) {
-	u := strings.TrimRight(r.cfg.Host, "/") + "/api/v1/namespaces/" + url.PathEscape(ns) + "/pods/" + url.PathEscape(pod) +
-		"/log?container=" + pathsProbeContainer + "&limitBytes=65536"
+	return r.rawGet(ctx, "/api/v1/namespaces/"+url.PathEscape(ns)+"/pods/"+url.PathEscape(pod)+
+		"/log?container="+pathsProbeContainer+"&limitBytes=65536")
+}
+
+// rawGet GETs path (with its query) from the API server as text. A
+// non-2xx answer is returned as the Status the API server sent; err is a
+// failure to get an answer at all.
+func (r *pathsRunner) rawGet(ctx context.Context, path string) ([]byte, metav1.Status, error) {
+	u := strings.TrimRight(r.cfg.Host, "/") + path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, metav1.Status{}, err
@@ -1232,6 +1237,29 @@ func (r *pathsRunner) podLog(ctx context.Context, ns, pod string) ([]byte, metav
 	}
 	st.Code = int32(resp.StatusCode)
 	return nil, st, nil
+}
+
+// checkProxy checks P8 on each node: the API server's proxy to the
+// node's kubelet (nodes/proxy/healthz), which verifies the kubelet's
+// serving certificate as P5 does.
+func (r *pathsRunner) checkProxy(ctx context.Context) {
+	p8 := r.report.path("P8")
+	p8.Port, p8.Identity, p8.CA, p8.Verified = r.apiPort+" → kubelet", kubeletclient.User+" (x509)", "server CA", "yes"
+	for _, n := range r.nodes {
+		path := "/api/v1/nodes/" + url.PathEscape(n.Name) + "/proxy/healthz"
+		body, st, err := r.rawGet(ctx, path)
+		switch {
+		case err != nil:
+			p8.node(n.Name, resultFail, "GET %s: %v", path, err)
+		case st.Code != http.StatusOK:
+			p8.node(n.Name, resultFail, "GET %s: %d %s", path, st.Code, st.Message)
+		case strings.TrimSpace(string(body)) != "ok":
+			p8.node(n.Name, resultFail, "GET %s answered %q, want ok", path, clipText(string(body), 200))
+		default:
+			p8.node(n.Name, resultPass, "nodes/%s/proxy/healthz: ok", n.Name)
+		}
+	}
+	p8.settle("the API server proxies to kubelets (nodes/proxy), verified", "no nodes")
 }
 
 // podState is a short description of where a pod is.
