@@ -299,6 +299,10 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 		QPS:             200,
 		Burst:           400,
 		UserAgent:       "tether-apiserver-loopback",
+		// The server's own clients (the kubernetes Service's Endpoints,
+		// written every 10 s) would log the deprecation warnings the
+		// server sends to users.
+		WarningHandler: rest.NoWarnings{},
 	}
 	gc.LoopbackClientConfig = s.loopback
 
