@@ -168,6 +168,9 @@ func TestAuthorize(t *testing.T) {
 		{"openapi", authorizer.AttributesRecord{User: a, Verb: "get", Path: "/openapi/v3"}, none},
 		{"metrics", authorizer.AttributesRecord{User: a, Verb: "get", Path: "/metrics"}, deny},
 		{"path that only starts like api", authorizer.AttributesRecord{User: a, Verb: "get", Path: "/apifoo"}, deny},
+		{"its tunnel", authorizer.AttributesRecord{User: a, Verb: "get", Path: "/tunnel/v1"}, allow},
+		{"tunnel with another verb", authorizer.AttributesRecord{User: a, Verb: "post", Path: "/tunnel/v1"}, deny},
+		{"below the tunnel", authorizer.AttributesRecord{User: a, Verb: "get", Path: "/tunnel/v1/x"}, deny},
 
 		// Who is a node.
 		{"non-node user", req(&user.DefaultInfo{Name: "alice", Groups: []string{"devs"}}, "get", "", "secrets", "", "ns", "mine"), none},
