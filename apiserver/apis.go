@@ -78,6 +78,7 @@ func addKubeletPaths(core map[string]rest.Storage, endpointSlices rest.Storage, 
 		// https: targets are verified against the bundle pods trust
 		// (kube-root-ca.crt): the server CA.
 		TrustBundle: deps.kubelet.ServerCA,
+		Tunnels:     deps.kubelet.Tunnels,
 	})
 	if err != nil {
 		return fmt.Errorf("apiserver: %w", err)

@@ -37,6 +37,7 @@ import (
 	tokenunion "k8s.io/apiserver/pkg/authentication/token/union"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
+	apirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/features"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
@@ -63,6 +64,7 @@ import (
 	"tether/apiserver/storage"
 	"tether/internal/informer"
 	"tether/pki"
+	"tether/tunnel"
 )
 
 // Config configures the API server. A Config is not changed after New.
@@ -271,9 +273,13 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 	// Watches and the streams to kubelets and pods (logs -f, exec,
 	// attach, port-forward, proxy) may stay open and quiet for as long as
 	// their clients want: no request timeout applies to them.
-	gc.LongRunningFunc = genericfilters.BasicLongRunningRequestCheck(
+	// So are the nodes' tunnels (path P10), open as long as the node runs.
+	longRunning := genericfilters.BasicLongRunningRequestCheck(
 		sets.NewString("watch", "proxy"),
 		sets.NewString("attach", "exec", "proxy", "log", "portforward"))
+	gc.LongRunningFunc = func(r *http.Request, ri *apirequest.RequestInfo) bool {
+		return r.URL.Path == tunnel.Path || longRunning(r, ri)
+	}
 	gc.SecureServing = &genericapiserver.SecureServingInfo{
 		Listener:      ln,
 		Cert:          serving,
@@ -424,6 +430,8 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 			return nil, fmt.Errorf("apiserver: %w", err)
 		}
 	}
+	// Nodes that cannot be connected to keep a tunnel open instead.
+	tunnels := tunnel.NewServer(scheme.Codecs, s.cfg.Logger)
 	groups, err := apiGroups(storage.RESTOptions{Backend: s.cfg.Storage, DisableWatchCache: s.cfg.DisableWatchCache}, apiDeps{
 		escalation: &registry.RBACEscalation{Rules: rbacAuthz, Authorizer: fullAuthz},
 		reviews:    registry.ReviewConfig{Tokens: tokens, APIAudiences: s.cfg.APIAudiences, Authorizer: fullAuthz, Rules: rbacAuthz},
@@ -434,6 +442,7 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 			PreferredAddressTypes: s.cfg.KubeletPreferredAddressTypes,
 			InsecureSkipTLSVerify: s.cfg.KubeletInsecureSkipTLSVerify,
 			Logger:                s.cfg.Logger,
+			Tunnels:               tunnels,
 		},
 		authorizer: fullAuthz,
 		services:   services,
@@ -445,6 +454,7 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 	if err != nil {
 		return nil, fmt.Errorf("apiserver: OIDC discovery: %w", err)
 	}
+	gs.Handler.NonGoRestfulMux.Handle(tunnel.Path, tunnels)
 	gs.Handler.NonGoRestfulMux.Handle(serviceaccount.OpenIDConfigPath, openID)
 	gs.Handler.NonGoRestfulMux.Handle(serviceaccount.JWKSPath, jwks)
 	if err := gs.InstallLegacyAPIGroup(genericapiserver.DefaultLegacyAPIPrefix, groups[0]); err != nil {

@@ -82,6 +82,19 @@ type Config struct {
 	DialTimeout time.Duration
 	// Logger receives warnings. If nil, they are discarded.
 	Logger *slog.Logger
+	// Tunnels, if set, reach the nodes that keep a tunnel to the API
+	// server (path P10): their kubelets are dialled through it, with the
+	// same TLS, verified the same way, on top.
+	Tunnels Tunnels
+}
+
+// Tunnels dials through the tunnels nodes keep open to the API server;
+// *tunnel.Server implements it.
+type Tunnels interface {
+	// Connected reports whether node has a tunnel now.
+	Connected(node string) bool
+	// DialNode connects to addr (an IP address and port) from node.
+	DialNode(ctx context.Context, node, addr string) (net.Conn, error)
 }
 
 // Client connects the API server to kubelets. It keeps one transport per
@@ -233,11 +246,22 @@ func (c *Client) transportFor(nodeName, host, hostPort string) *http.Transport {
 		tlsConfig.ServerName = host
 	}
 	dialer := &net.Dialer{Timeout: c.cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	dial := dialer.DialContext
+	if tunnels := c.cfg.Tunnels; tunnels != nil {
+		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if tunnels.Connected(nodeName) {
+				ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+				defer cancel()
+				return tunnels.DialNode(ctx, nodeName, addr)
+			}
+			return dialer.DialContext(ctx, network, addr)
+		}
+	}
 	t := &http.Transport{
 		// Kubelets are reached directly, never through an environment
 		// proxy.
 		Proxy:               nil,
-		DialContext:         dialer.DialContext,
+		DialContext:         dial,
 		TLSClientConfig:     tlsConfig,
 		TLSHandshakeTimeout: c.cfg.DialTimeout,
 		MaxIdleConnsPerHost: 16,

@@ -58,6 +58,9 @@ type ProxyConfig struct {
 	AllowAddress func(netip.Addr) bool
 	// DialTimeout bounds connecting and the TLS handshake. If 0, 10 s.
 	DialTimeout time.Duration
+	// Tunnels, if set, reach pods and nodes whose node keeps a tunnel to
+	// the API server (path P10) through it.
+	Tunnels kubeletclient.Tunnels
 }
 
 // ProxyStorage holds the storage of nodes/proxy, pods/proxy and
@@ -139,6 +142,7 @@ func NewProxyStorage(cfg ProxyConfig) (ProxyStorage, error) {
 type proxyTarget struct {
 	location  *url.URL // scheme, host and base path
 	transport http.RoundTripper
+	node      string // the node the target is on, for its tunnel
 	// statusError explains a failure to talk to the target.
 	statusError func(error) error
 }
@@ -211,8 +215,19 @@ func (r *proxyREST) Connect(ctx context.Context, id string, opts runtime.Object,
 	// for a certificate that does not verify, naming the target).
 	rec := &recordingTransport{rt: target.transport}
 	errs := &proxyErrorResponder{responder: responder, statusError: target.statusError, transport: rec}
-	return proxy.NewUpgradeAwareHandler(&loc, rec, true, false, errs), nil
+	h := proxy.NewUpgradeAwareHandler(&loc, rec, true, false, errs)
+	if target.node == "" {
+		return h, nil
+	}
+	// The transports dial through the node's tunnel when it has one.
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		h.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), tunnelNodeKey{}, target.node)))
+	}), nil
 }
+
+// tunnelNodeKey holds, in a proxied request's context, the node its
+// target is on.
+type tunnelNodeKey struct{}
 
 // recordingTransport remembers the first error of its round trips.
 type recordingTransport struct {
@@ -299,7 +314,7 @@ func (t *proxyTransports) node(ctx context.Context, scheme, name, port string) (
 			return proxyTarget{}, err
 		}
 	}
-	return t.target(scheme, net.JoinHostPort(host, port), "node "+name, []string{host})
+	return t.target(scheme, net.JoinHostPort(host, port), "node "+name, name, []string{host})
 }
 
 // pod locates pods/proxy: the pod's IP, at the port asked for (a number,
@@ -340,7 +355,7 @@ func (t *proxyTransports) pod(ctx context.Context, scheme, name, port string) (p
 	case addr.Is6():
 		hostPort = "[" + hostPort + "]"
 	}
-	return t.target(scheme, hostPort, what, []string{addr.String()})
+	return t.target(scheme, hostPort, what, pod.Spec.NodeName, []string{addr.String()})
 }
 
 // podPort resolves the port of a pod proxy request.
@@ -453,7 +468,7 @@ func (t *proxyTransports) service(ctx context.Context, scheme, name, port string
 			name + "." + ns + ".svc." + t.cfg.ClusterDomain,
 			c.addr.String(),
 		}
-		return t.target(scheme, net.JoinHostPort(c.addr.String(), strconv.Itoa(int(c.port))), what, names)
+		return t.target(scheme, net.JoinHostPort(c.addr.String(), strconv.Itoa(int(c.port))), what, pod.Spec.NodeName, names)
 	}
 	return proxyTarget{}, apierrors.NewServiceUnavailable(fmt.Sprintf("no endpoints available for %s (port %q)", what, portName))
 }
@@ -493,15 +508,16 @@ func (t *proxyTransports) allowed(addr netip.Addr, what string) error {
 	return apierrors.NewBadRequest(fmt.Sprintf("address not allowed: %s is at %s, which the API server does not proxy to (only global unicast addresses)", what, addr))
 }
 
-// target builds the target at hostPort for the scheme asked for. names
-// are the names an https: target's certificate may be valid for.
-func (t *proxyTransports) target(scheme, hostPort, what string, names []string) (proxyTarget, error) {
+// target builds the target at hostPort, on node, for the scheme asked
+// for. names are the names an https: target's certificate may be valid
+// for.
+func (t *proxyTransports) target(scheme, hostPort, what, node string, names []string) (proxyTarget, error) {
 	statusError := func(err error) error { return kubeletclient.UpstreamError(what, hostPort, err) }
 	switch scheme {
 	case "", "http":
-		return proxyTarget{location: &url.URL{Scheme: "http", Host: hostPort}, transport: t.plain, statusError: statusError}, nil
+		return proxyTarget{location: &url.URL{Scheme: "http", Host: hostPort}, transport: t.plain, node: node, statusError: statusError}, nil
 	case "https":
-		return proxyTarget{location: &url.URL{Scheme: "https", Host: hostPort}, transport: t.verifiedTransport(hostPort, names), statusError: statusError}, nil
+		return proxyTarget{location: &url.URL{Scheme: "https", Host: hostPort}, transport: t.verifiedTransport(hostPort, names), node: node, statusError: statusError}, nil
 	}
 	return proxyTarget{}, apierrors.NewBadRequest(fmt.Sprintf("invalid scheme %q in a proxy request to %s: use http or https", scheme, what))
 }
@@ -581,11 +597,27 @@ func (t *proxyTransports) newTransport(tlsConfig *tls.Config) *http.Transport {
 			return nil
 		},
 	}
+	dial := dialer.DialContext
+	if tunnels := t.cfg.Tunnels; tunnels != nil {
+		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			node, _ := ctx.Value(tunnelNodeKey{}).(string)
+			if node == "" || !tunnels.Connected(node) {
+				return dialer.DialContext(ctx, network, addr)
+			}
+			ap, err := netip.ParseAddrPort(addr)
+			if err != nil || !t.cfg.AllowAddress(ap.Addr().Unmap()) {
+				return nil, fmt.Errorf("proxy: address not allowed: %s", addr)
+			}
+			ctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
+			defer cancel()
+			return tunnels.DialNode(ctx, node, addr)
+		}
+	}
 	return &http.Transport{
 		// Targets are reached directly, never through an environment
 		// proxy.
 		Proxy:                 nil,
-		DialContext:           dialer.DialContext,
+		DialContext:           dial,
 		TLSClientConfig:       tlsConfig,
 		TLSHandshakeTimeout:   t.cfg.DialTimeout,
 		MaxIdleConnsPerHost:   4,
