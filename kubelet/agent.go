@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -41,6 +42,7 @@ import (
 
 	"tether/kubelet/bootstrap"
 	"tether/kubelet/certificate"
+	"tether/kubelet/network"
 	"tether/kubelet/server"
 	"tether/proxy"
 )
@@ -120,6 +122,11 @@ type Config struct {
 	// command.
 	ShimCommand []string
 
+	// Tunnel keeps a tunnel open to the API server that carries its
+	// connections to this node (path P10): for nodes the API server
+	// cannot connect to (behind NAT, no inbound port).
+	Tunnel bool
+
 	// RunProxy runs the service proxy (nftables; needs root and nft).
 	RunProxy bool
 	// ProxyTable is the proxy's nftables table. If empty, "tether".
@@ -137,6 +144,7 @@ type Agent struct {
 
 	clientCA   clientCA       // verifies client certificates on the kubelet port
 	containers lazyContainers // the pods, for the kubelet API
+	podNet     atomic.Pointer[network.Network]
 }
 
 // New validates cfg, reporting every problem at once, and fills in
@@ -354,6 +362,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { return a.clientCA.run(gctx, a, res.Server, res.CAPEM) })
+	if cfg.Tunnel {
+		g.Go(func() error { return a.runTunnel(gctx, res.Server, roots, clientCerts, ln.Addr()) })
+	}
 	g.Go(func() error {
 		if err := n.register(gctx); err != nil {
 			return a.fatal(gctx, err)

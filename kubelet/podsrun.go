@@ -47,6 +47,7 @@ func (a *Agent) runPods(ctx context.Context, client kubernetes.Interface, nodeIP
 	if err != nil {
 		return err
 	}
+	a.podNet.Store(podNet)
 	store, err := images.New(images.Config{Root: filepath.Join(cfg.DataDir, "images"), InsecureRegistries: cfg.InsecureRegistries, Logger: cfg.Logger})
 	if err != nil {
 		return err

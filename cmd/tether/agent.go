@@ -36,6 +36,7 @@ type agentOptions struct {
 	NodeName          string
 	NodeIP            string
 	KubeletPort       int
+	Tunnel            bool
 	Verbose           bool
 	Cleanup           bool
 	Pods              podOptions
@@ -130,6 +131,7 @@ under --data-dir. Later runs reuse those credentials and need no token.`,
 	f.StringVar(&o.NodeName, "node-name", "", "name of the Node (default: the host name, lower-cased)")
 	f.StringVar(&o.NodeIP, "node-ip", "", "the node's InternalIP, where the kubelet port listens (default: the source address of the route to the server)")
 	f.IntVar(&o.KubeletPort, "kubelet-port", kubelet.DefaultKubeletPort, "HTTPS port of the kubelet")
+	f.BoolVar(&o.Tunnel, "tunnel", false, "keep a tunnel open to the API server for its connections to this node (logs, exec, proxy), for a node the API server cannot connect to (behind NAT, no inbound port)")
 	f.BoolVarP(&o.Verbose, "verbose", "v", false, "log debug messages")
 	o.Pods.addFlags(f)
 	f.BoolVar(&o.Cleanup, "cleanup", false, "remove the service proxy's nftables rules and route from this machine, then exit")
@@ -197,6 +199,7 @@ func (o *agentOptions) config() (kubelet.Config, error) {
 		NodeName:          o.NodeName,
 		NodeIP:            net.ParseIP(o.NodeIP),
 		KubeletPort:       o.KubeletPort,
+		Tunnel:            o.Tunnel,
 	}
 	o.Pods.apply(&cfg)
 	return cfg, nil
