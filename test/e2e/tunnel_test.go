@@ -1,0 +1,102 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"tether/test/framework"
+)
+
+// TestTunnel runs node-2 behind a firewall that drops every connection
+// from the server's host (as NAT would), with `tether agent --tunnel`:
+// the API server's connections to node-2 (path P10) ride the tunnel the
+// agent keeps open, for logs, exec, the kubelet and pod proxies, and the
+// node's allow-list refuses anything else.
+func TestTunnel(t *testing.T) {
+	requirePodRuntime(t)
+	kubectlPath(t)
+	c := startPodCluster(t)
+	n1, n2 := c.nodes[0], c.nodes[1]
+	top := t
+
+	// node-2 accepts no connection from the server's host; its own
+	// connections out (to the API server) still work.
+	if err := n2.proc.stop(); err != nil {
+		t.Logf("agent stop: %v", err)
+	}
+	for _, cmd := range [][]string{
+		{"add", "table", "inet", "tunneltest"},
+		{"add", "chain", "inet", "tunneltest", "input", "{ type filter hook input priority 0; }"},
+		{"add", "rule", "inet", "tunneltest", "input", "ip", "saddr", c.host.IP.String(), "ct", "state", "new", "drop"},
+	} {
+		if _, errOut, err := runIn(t, n2.host, 10*time.Second, true, "nft", cmd...); err != nil {
+			t.Fatalf("firewall node-2: nft %v: %v %s", cmd, err, errOut)
+		}
+	}
+	kubeletAddr := net.JoinHostPort(n2.host.IP.String(), "10250")
+	dctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	if conn, err := c.host.Dial(dctx, "tcp", kubeletAddr); err == nil {
+		conn.Close()
+		cancel()
+		t.Fatalf("the server's host still connects to node-2's kubelet at %s", kubeletAddr)
+	}
+	cancel()
+	n2.args = append(n2.args, "--tunnel")
+	n2.proc = startProc(top, n2.host, "agent node-2 (tunnel)", n2.args...)
+	if _, _, err := n2.proc.waitLine("tunnel to the API server up", 30*time.Second); err != nil {
+		t.Fatalf("agent with --tunnel: %v", err)
+	}
+	// Pods are deleted while the restarted agent still runs.
+	top.Cleanup(func() { c.cleanup(top) })
+
+	raw := func(path string) string {
+		t.Helper()
+		return strings.TrimSpace(c.mustKubectl(t, "get", "--raw", path))
+	}
+	t.Run("the kubelet through the tunnel", func(t *testing.T) {
+		if got := raw("/api/v1/nodes/node-2/proxy/healthz"); got != "ok" {
+			t.Errorf("node-2's kubelet /healthz = %q, want ok", got)
+		}
+		// node-1 keeps no tunnel and is reached directly.
+		if got := raw("/api/v1/nodes/" + n1.name + "/proxy/healthz"); got != "ok" {
+			t.Errorf("node-1's kubelet /healthz = %q, want ok", got)
+		}
+	})
+
+	web := c.pod("tweb", n2.name, "mkdir -p /www && echo tunnelled > /www/index.html && echo started && exec httpd -f -p 8080 -h /www")
+	web.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
+	c.create(t, web)
+	c.waitPod(t, "tweb", 60*time.Second, func(p *corev1.Pod) (bool, error) {
+		return settled(p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "", fmt.Errorf("phase %s", p.Status.Phase))
+	})
+
+	t.Run("logs, exec and the pod proxy through the tunnel", func(t *testing.T) {
+		framework.Eventually(t, 10*time.Second, func() (bool, error) {
+			out, errOut, err := c.kubectl(t, false, "logs", "tweb")
+			return settled(err == nil && strings.Contains(out, "started"), fmt.Errorf("logs: %q %q %v", out, errOut, err))
+		})
+		out, errOut, err := c.kubectlEnv(t, nil, nil, "exec", "tweb", "--", "sh", "-c", "echo $((6*7))")
+		if err != nil || strings.TrimSpace(out) != "42" {
+			t.Errorf("exec through the tunnel: %q %q %v, want 42", out, errOut, err)
+		}
+		// The server's host has no route to node-2's pods: only the
+		// tunnel gets there.
+		if got := raw("/api/v1/namespaces/default/pods/tweb/proxy/"); got != "tunnelled" {
+			t.Errorf("pods/tweb/proxy = %q, want tunnelled", got)
+		}
+	})
+
+	t.Run("the node's allow-list refuses other destinations", func(t *testing.T) {
+		// node-2's address on another port is neither its kubelet nor a pod.
+		_, errOut, err := c.kubectl(t, true, "get", "--raw", "/api/v1/nodes/node-2:22/proxy/")
+		if err == nil || !strings.Contains(errOut, "does not let the API server reach") {
+			t.Errorf("node-2:22 through the tunnel: %v %q, want the allow-list's refusal", err, errOut)
+		}
+	})
+}
