@@ -80,6 +80,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		s.log.Warn("take over the tunnel connection", "node", node, "err", err)
 		return
 	}
+	// The HTTP server may have left deadlines on the connection; the
+	// tunnel lives as long as the node keeps it.
+	conn.SetDeadline(time.Time{})
 	if _, err := rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + Protocol + "\r\n\r\n"); err == nil {
 		err = rw.Flush()
 	}
