@@ -180,7 +180,7 @@ func (c *Client) serve(ctx context.Context) error {
 			}
 			return err
 		}
-		streams.Go(func() { c.handle(ctx, stream) })
+		streams.Go(func() { c.handle(ctx, mux.CloseChan(), stream) })
 	}
 }
 
@@ -216,8 +216,9 @@ func (c *Client) upgrade(conn net.Conn) (*yamux.Session, error) {
 }
 
 // handle serves one stream: the target line, the allow-list, the dial,
-// the answer, then the bytes.
-func (c *Client) handle(ctx context.Context, stream net.Conn) {
+// the answer, then the bytes, until both sides are done or the tunnel
+// (closed) or ctx ends.
+func (c *Client) handle(ctx context.Context, closed <-chan struct{}, stream net.Conn) {
 	stream.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
 	line, err := readLine(stream)
 	if err != nil {
@@ -253,6 +254,20 @@ func (c *Client) handle(ctx context.Context, stream net.Conn) {
 		return
 	}
 	stream.SetDeadline(time.Time{})
+	// A target that ignores the end of its input would otherwise keep
+	// this stream, and so the tunnel's reopening, waiting forever.
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-closed:
+		case <-ctx.Done():
+		case <-done:
+			return
+		}
+		conn.Close()
+		stream.Close()
+	}()
 	pipe(stream, conn)
 }
 
