@@ -204,10 +204,9 @@ func (r *proxyREST) Connect(ctx context.Context, id string, opts runtime.Object,
 		return nil, err
 	}
 	loc := *target.location
+	// An empty path stays empty: a GET of …/proxy is then redirected to
+	// …/proxy/, so that the target's relative links resolve under it.
 	loc.Path = utilnet.JoinPreservingTrailingSlash(loc.Path, path)
-	if loc.Path == "" {
-		loc.Path = "/"
-	}
 	// The handler wraps the transport in one that rewrites links and
 	// turns every transport error into a 503 "error trying to reach
 	// service" with the cause as text; the first error of this request

@@ -417,6 +417,27 @@ func TestProxyPodHTTP(t *testing.T) {
 	}
 }
 
+// A GET of …/proxy without a path is redirected to …/proxy/, so that the
+// target's relative links resolve under it; nothing reaches the backend.
+func TestProxyRootRedirect(t *testing.T) {
+	web := startProxyBackend(t, "web", nil)
+	s := proxyTestStorage(t, ProxyConfig{
+		Pods:         newProxyObjects("pods", proxyPod("web", "127.0.0.1", proxyContainer("c", corev1.ContainerPort{ContainerPort: web.port()}))),
+		AllowAddress: proxyAllowLoopback,
+	})
+	res := proxyDo(t, s.Pods, proxyCall{resource: "pods", ns: "default", id: "web", query: "x=1"})
+	if res.connectErr != nil {
+		t.Fatal(res.connectErr)
+	}
+	want := "/api/v1/namespaces/default/pods/web/proxy/?x=1"
+	if res.rec.Code != http.StatusMovedPermanently || res.rec.Header().Get("Location") != want {
+		t.Errorf("GET …/proxy: %d Location %q, want 301 to %s", res.rec.Code, res.rec.Header().Get("Location"), want)
+	}
+	if n := len(web.requests()); n != 0 {
+		t.Errorf("the backend got %d requests, want none", n)
+	}
+}
+
 // pods/proxy picks the port asked for by number or container port name,
 // else the first container port of the first container that has one.
 func TestProxyPodPort(t *testing.T) {
