@@ -99,10 +99,14 @@ type worker struct {
 	startTime *metav1.Time
 }
 
+// newWorker returns the worker of pod. It holds the pod from the start:
+// its run goroutine may sync before podChanged hands it anything, and a
+// worker without a pod removes it.
 func newWorker(m *Manager, pod *corev1.Pod) *worker {
 	return &worker{
 		m:         m,
 		uid:       pod.UID,
+		pod:       pod,
 		log:       m.log.With("pod", pod.Namespace+"/"+pod.Name),
 		wake:      make(chan struct{}, 1),
 		liveFor:   map[string]string{},
