@@ -19,7 +19,9 @@ const auditBufferMax = 4 << 20
 // as soon as the previous write returns. Nothing is dropped: if the disk
 // falls behind by auditBufferMax, requests wait for it as before. A line
 // reaches the file a write call after its request, and Close writes the
-// rest.
+// rest. Requests still running after Close (watches end as the server
+// shuts down, after its audit backend) write their lines straight to the
+// file, which the rotating writer opens again.
 type auditWriter struct {
 	out io.WriteCloser
 	max int // auditBufferMax; tests lower it
@@ -30,6 +32,7 @@ type auditWriter struct {
 	err     error // from the last write to out, not yet reported
 	closed  bool
 	wake    chan struct{}
+	late    sync.Mutex // serializes the writes made after Close
 	done    chan struct{}
 }
 
@@ -45,13 +48,17 @@ func newAuditWriter(out io.WriteCloser) *auditWriter {
 // queued all the same.
 func (w *auditWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	for len(w.pending) > 0 && len(w.pending)+len(p) > w.max && !w.closed {
 		w.space.Wait()
 	}
 	if w.closed {
-		return 0, io.ErrClosedPipe
+		w.mu.Unlock()
+		<-w.done // the queue is written: the lines stay in order
+		w.late.Lock()
+		defer w.late.Unlock()
+		return w.out.Write(p)
 	}
+	defer w.mu.Unlock()
 	w.pending = append(w.pending, p...)
 	select {
 	case w.wake <- struct{}{}:
