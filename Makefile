@@ -44,7 +44,7 @@ test-e2e: build
 
 # Benchmarks print figures and ratios against raw etcd in the same run.
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./bench/... ./tunnel/
 
 generate:
 	hack/generate-openapi.sh

@@ -31,7 +31,7 @@ import (
 // env is an API server (httptest over mutual TLS, authenticating by client
 // certificate) with a tunnel Server at Path.
 type env struct {
-	t                  *testing.T
+	t                  testing.TB
 	serverCA, clientCA *pki.CA
 	srv                *httptest.Server
 	tun                *Server
@@ -41,7 +41,7 @@ type env struct {
 	cancels []context.CancelFunc // one per request to Path
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	serverCA, err := pki.NewCA("test-server-ca", time.Hour)
 	if err != nil {
@@ -107,7 +107,7 @@ func (e *env) dropAll() {
 	}
 }
 
-func issue(t *testing.T, ca *pki.CA, req pki.CertRequest) tls.Certificate {
+func issue(t testing.TB, ca *pki.CA, req pki.CertRequest) tls.Certificate {
 	t.Helper()
 	certPEM, keyPEM, err := ca.NewKeyAndCert(req)
 	if err != nil {
@@ -177,7 +177,7 @@ func (r *running) wait(d time.Duration) bool {
 }
 
 // run runs c until the returned cancel (or the end of the test).
-func run(t *testing.T, c *Client) (context.CancelFunc, *running) {
+func run(t testing.TB, c *Client) (context.CancelFunc, *running) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{done: make(chan struct{})}
@@ -194,7 +194,7 @@ func run(t *testing.T, c *Client) (context.CancelFunc, *running) {
 	return cancel, r
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	if !waitUntil(d, cond) {
 		t.Fatalf("timed out after %v waiting for %s", d, what)
@@ -224,7 +224,7 @@ type backend struct {
 	conns    []net.Conn
 }
 
-func startBackend(t *testing.T, silent bool) *backend {
+func startBackend(t testing.TB, silent bool) *backend {
 	t.Helper()
 	if silent {
 		return startServer(t, nil)
@@ -237,7 +237,7 @@ func startBackend(t *testing.T, silent bool) *backend {
 
 // startServer starts a backend that runs serve (if not nil) on each
 // connection.
-func startServer(t *testing.T, serve func(net.Conn)) *backend {
+func startServer(t testing.TB, serve func(net.Conn)) *backend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -273,7 +273,7 @@ func (b *backend) close() {
 }
 
 // deadAddr returns a local address nobody listens on.
-func deadAddr(t *testing.T) netip.AddrPort {
+func deadAddr(t testing.TB) netip.AddrPort {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +301,7 @@ func echo(c net.Conn, p []byte) ([]byte, error) {
 	return got, err
 }
 
-func randomBytes(t *testing.T, n int) []byte {
+func randomBytes(t testing.TB, n int) []byte {
 	p := make([]byte, n)
 	if _, err := rand.Read(p); err != nil {
 		t.Fatal(err)
@@ -309,7 +309,7 @@ func randomBytes(t *testing.T, n int) []byte {
 	return p
 }
 
-func dial(t *testing.T, s *Server, addr netip.AddrPort) net.Conn {
+func dial(t testing.TB, s *Server, addr netip.AddrPort) net.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -322,7 +322,7 @@ func dial(t *testing.T, s *Server, addr netip.AddrPort) net.Conn {
 
 // checkEcho checks that a stream to an echo backend round-trips p.
 // want, if given, is what to expect instead of p.
-func checkEcho(t *testing.T, s *Server, addr netip.AddrPort, p []byte, want ...byte) {
+func checkEcho(t testing.TB, s *Server, addr netip.AddrPort, p []byte, want ...byte) {
 	t.Helper()
 	if err := tryEcho(s, addr, p, want); err != nil {
 		t.Fatal(err)
