@@ -92,6 +92,38 @@ func TestTunnel(t *testing.T) {
 		}
 	})
 
+	t.Run("the tunnel comes back after the API server restarts", func(t *testing.T) {
+		// A crash: SIGTERM would wait (as upstream does) for the agents'
+		// open watches to end.
+		if err := c.proc.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		if _, exited := c.proc.waitExit(10 * time.Second); !exited {
+			t.Fatal("the server did not exit after SIGKILL")
+		}
+		start := time.Now()
+		c.proc = startProc(top, c.host, "server (restarted)", "server", "--disable-agent",
+			"--bind-address", c.host.IP.String(), "--advertise-address", c.host.IP.String(), "--data-dir", c.dataDir)
+		if _, _, err := c.proc.waitLine(readyPrefix, readyTimeout); err != nil {
+			t.Fatalf("restarted server: %v", err)
+		}
+		// At the end, the pods are deleted, then the agents stop, then
+		// this server (cleanups run last first).
+		top.Cleanup(func() {
+			for _, n := range c.nodes {
+				n.proc.stop()
+			}
+		})
+		top.Cleanup(func() { c.cleanup(top) })
+		// Until the agent is back, the server would connect directly, and
+		// node-2 drops that: an answer means the tunnel is up again.
+		framework.Eventually(t, 60*time.Second, func() (bool, error) {
+			out, errOut, err := c.kubectl(t, false, "get", "--raw", "/api/v1/nodes/node-2/proxy/healthz", "--request-timeout=3s")
+			return settled(err == nil && strings.TrimSpace(out) == "ok", fmt.Errorf("healthz: %q %q %v", out, errOut, err))
+		})
+		t.Logf("node-2 reachable through its tunnel %s after the server was restarted", time.Since(start).Round(time.Millisecond))
+	})
+
 	t.Run("the node's allow-list refuses other destinations", func(t *testing.T) {
 		// node-2's address on another port is neither its kubelet nor a pod.
 		_, errOut, err := c.kubectl(t, true, "get", "--raw", "/api/v1/nodes/node-2:22/proxy/")
