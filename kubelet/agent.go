@@ -326,6 +326,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		// A node that runs no pods says so with a taint, so that the
 		// scheduler never binds pods to it.
 		NoPods: !cfg.RunPods,
+		Tunnel: cfg.Tunnel,
 	}
 	n := &nodeAgent{agent: a, client: client, spec: spec, certs: map[string]clientcert.Manager{ClientCertExpiryAnnotation: clientCerts}}
 
@@ -567,12 +568,19 @@ func (n *nodeAgent) registerOnce(ctx context.Context) error {
 		if node, err = nodes.Get(ctx, n.spec.Name, metav1.GetOptions{}); err != nil {
 			return err
 		}
-		if n.spec.labelsDiffer(node.Labels) {
+		if n.spec.labelsDiffer(node.Labels) || n.spec.annotationsDiffer(node.Annotations) {
 			if node.Labels == nil {
 				node.Labels = map[string]string{}
 			}
 			for k, v := range n.spec.labels() {
 				node.Labels[k] = v
+			}
+			for k, v := range n.spec.annotations() {
+				if v == nil {
+					delete(node.Annotations, k)
+				} else {
+					metav1.SetMetaDataAnnotation(&node.ObjectMeta, k, *v)
+				}
 			}
 			if node, err = nodes.Update(ctx, node, metav1.UpdateOptions{}); err != nil {
 				return err
@@ -649,13 +657,23 @@ const (
 )
 
 // annotateCertificates publishes the expiry of the node's current
-// certificates on its Node when it changed (after each rotation).
+// certificates on its Node when it changed (after each rotation), and
+// keeps the agent's other annotations (its egress) as they should be.
 func (n *nodeAgent) annotateCertificates(ctx context.Context, node *corev1.Node) error {
-	want := map[string]string{}
+	want := map[string]any{}
 	for key, m := range n.certs {
 		if c := m.Current(); c != nil && c.Leaf != nil {
 			if v := c.Leaf.NotAfter.UTC().Format(time.RFC3339); node.Annotations[key] != v {
 				want[key] = v
+			}
+		}
+	}
+	if n.spec.annotationsDiffer(node.Annotations) {
+		for key, v := range n.spec.annotations() {
+			if v == nil {
+				want[key] = nil // a merge patch's null removes it
+			} else {
+				want[key] = *v
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"tether/internal/version"
+	"tether/tunnel"
 )
 
 // KubeletVersion is what the node reports as its kubelet version: the
@@ -35,6 +36,19 @@ type nodeSpec struct {
 	Info machineInfo
 	// NoPods registers the Node with NoPodsTaint: its agent runs no pods.
 	NoPods bool
+	// Tunnel: the node keeps a tunnel to the API server, which reaches
+	// it only through that (tunnel.EgressAnnotation).
+	Tunnel bool
+}
+
+// annotations are the agent's own annotations on its Node, nil for one
+// to remove.
+func (s nodeSpec) annotations() map[string]*string {
+	if s.Tunnel {
+		v := tunnel.EgressTunnel
+		return map[string]*string{tunnel.EgressAnnotation: &v}
+	}
+	return map[string]*string{tunnel.EgressAnnotation: nil}
 }
 
 // NoPodsTaint keeps pods off a Node whose agent runs none (--disable-pods):
@@ -113,6 +127,11 @@ func (s nodeSpec) newNode(now time.Time) *corev1.Node {
 	n := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Labels: s.labels()},
 	}
+	for k, v := range s.annotations() {
+		if v != nil {
+			metav1.SetMetaDataAnnotation(&n.ObjectMeta, k, *v)
+		}
+	}
 	if s.NoPods {
 		// Taints are set at registration only (NodeRestriction).
 		n.Spec.Taints = []corev1.Taint{NoPodsTaint}
@@ -170,6 +189,18 @@ func (s nodeSpec) statusDiffers(cur corev1.NodeStatus) bool {
 			return true
 		}
 		if c := cur.Conditions[i]; c.Status != w.Status || c.Reason != w.Reason || c.Message != w.Message {
+			return true
+		}
+	}
+	return false
+}
+
+// annotationsDiffer reports whether annotations are not as the agent's
+// own annotations say.
+func (s nodeSpec) annotationsDiffer(annotations map[string]string) bool {
+	for k, v := range s.annotations() {
+		cur, has := annotations[k]
+		if (v == nil && has) || (v != nil && (!has || cur != *v)) {
 			return true
 		}
 	}

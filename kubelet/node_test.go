@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"tether/tunnel"
 )
 
 func testSpec() nodeSpec {
@@ -247,5 +249,35 @@ func TestNewValidates(t *testing.T) {
 	if a.cfg.DataDir != DefaultDataDir || a.cfg.KubeletPort != DefaultKubeletPort || a.cfg.HeartbeatInterval != DefaultHeartbeatInterval ||
 		a.cfg.StatusReportInterval != DefaultStatusReportInterval || a.cfg.CACertHashes[0] != "sha256:"+strings.Repeat("ab", 32) {
 		t.Errorf("defaults = %+v", a.cfg)
+	}
+}
+
+// A node with --tunnel says so on its Node (the API server then reaches
+// it only through the tunnel); one without removes what an earlier run
+// with --tunnel left.
+func TestNodeEgressAnnotation(t *testing.T) {
+	tunnelled := nodeSpec{Name: "n", Tunnel: true}
+	if got := tunnelled.newNode(time.Now()).Annotations[tunnel.EgressAnnotation]; got != tunnel.EgressTunnel {
+		t.Errorf("registered Node's %s = %q, want %q", tunnel.EgressAnnotation, got, tunnel.EgressTunnel)
+	}
+	if _, has := (nodeSpec{Name: "n"}).newNode(time.Now()).Annotations[tunnel.EgressAnnotation]; has {
+		t.Errorf("a node without --tunnel registered with %s", tunnel.EgressAnnotation)
+	}
+	marked := map[string]string{tunnel.EgressAnnotation: tunnel.EgressTunnel, "other": "x"}
+	for _, tc := range []struct {
+		spec        nodeSpec
+		annotations map[string]string
+		differ      bool
+	}{
+		{tunnelled, marked, false},
+		{tunnelled, map[string]string{"other": "x"}, true},
+		{tunnelled, map[string]string{tunnel.EgressAnnotation: "direct"}, true},
+		{nodeSpec{Name: "n"}, marked, true},
+		{nodeSpec{Name: "n"}, map[string]string{"other": "x"}, false},
+		{nodeSpec{Name: "n"}, nil, false},
+	} {
+		if got := tc.spec.annotationsDiffer(tc.annotations); got != tc.differ {
+			t.Errorf("Tunnel=%v, annotations %v: annotationsDiffer = %v, want %v", tc.spec.Tunnel, tc.annotations, got, tc.differ)
+		}
 	}
 }

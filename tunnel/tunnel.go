@@ -39,6 +39,15 @@ const Path = "/tunnel/v1"
 // Protocol is the Upgrade token of the tunnel.
 const Protocol = "tether-tunnel/1"
 
+// EgressAnnotation on a Node, set by its agent, says how the API server
+// reaches it: EgressTunnel means only through the node's tunnel, never by
+// connecting to the node (which would not get through anyway), so that a
+// tunnel that is down is reported as such.
+const (
+	EgressAnnotation = "tether.dev/egress"
+	EgressTunnel     = "tunnel"
+)
+
 // maxTarget bounds the request line of a stream ("host:port\n").
 const maxTarget = 256
 
