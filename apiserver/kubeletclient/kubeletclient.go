@@ -32,6 +32,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"tether/tunnel"
 )
 
 // DefaultPort is the kubelet port used when a Node does not report one in
@@ -182,6 +184,9 @@ func (c *Client) Location(ctx context.Context, nodeName string) (*url.URL, http.
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := c.TunnelOnly(node); err != nil {
+		return nil, nil, err
+	}
 	host, err := c.address(node)
 	if err != nil {
 		return nil, nil, err
@@ -196,6 +201,27 @@ func (c *Client) Location(ctx context.Context, nodeName string) (*url.URL, http.
 			"component", "kubeletclient", "node", nodeName, "address", hostPort)
 	}
 	return &url.URL{Scheme: "https", Host: hostPort}, c.transportFor(nodeName, host, hostPort), nil
+}
+
+// TunnelOnly returns a 503 if node is reached only through its tunnel
+// (its agent runs with --tunnel, tunnel.EgressAnnotation) and that tunnel
+// is not connected: connecting to the node directly would not get
+// through, and would hide why.
+func (c *Client) TunnelOnly(node *corev1.Node) error {
+	return TunnelOnly(node, c.cfg.Tunnels)
+}
+
+// TunnelOnly is Client.TunnelOnly with the tunnels given (nil: none).
+func TunnelOnly(node *corev1.Node, tunnels Tunnels) error {
+	if node.Annotations[tunnel.EgressAnnotation] != tunnel.EgressTunnel {
+		return nil
+	}
+	if tunnels != nil && tunnels.Connected(node.Name) {
+		return nil
+	}
+	return apierrors.NewServiceUnavailable(fmt.Sprintf(
+		"node %s is reached only through its tunnel (annotation %s=%s) and its tunnel is not connected; is its agent running and able to reach the API server?",
+		node.Name, tunnel.EgressAnnotation, tunnel.EgressTunnel))
 }
 
 // address picks the node's address by the preferred types.

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"tether/pki"
+	"tether/tunnel"
 )
 
 // testPKI is a cluster's two CAs and the API server's kubelet identity.
@@ -329,5 +330,50 @@ func TestValidateAddressTypes(t *testing.T) {
 		if err := ValidateAddressTypes(tc.in); (err == nil) != tc.ok {
 			t.Errorf("ValidateAddressTypes(%v) = %v, want ok=%v", tc.in, err, tc.ok)
 		}
+	}
+}
+
+// fakeTunnels says which nodes have a tunnel; it dials nothing.
+type fakeTunnels map[string]bool
+
+func (f fakeTunnels) Connected(node string) bool { return f[node] }
+func (f fakeTunnels) DialNode(context.Context, string, string) (net.Conn, error) {
+	return nil, errors.New("fakeTunnels dials nothing")
+}
+
+// A node reached only through its tunnel is refused while the tunnel is
+// down, before anything is dialled; other nodes are not affected.
+func TestTunnelOnly(t *testing.T) {
+	p := newTestPKI(t)
+	direct := node("direct", 10250, addr(corev1.NodeInternalIP, "10.0.0.1"))
+	tunnelled := node("behind-nat", 10250, addr(corev1.NodeInternalIP, "10.0.0.2"))
+	tunnelled.Annotations = map[string]string{tunnel.EgressAnnotation: tunnel.EgressTunnel}
+	for _, tc := range []struct {
+		name    string
+		tunnels Tunnels
+		node    string
+		wantErr bool
+	}{
+		{"no annotation, no tunnels", nil, "direct", false},
+		{"tunnel-only, no tunnel server", nil, "behind-nat", true},
+		{"tunnel-only, tunnel down", fakeTunnels{"direct": true}, "behind-nat", true},
+		{"tunnel-only, tunnel up", fakeTunnels{"behind-nat": true}, "behind-nat", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := New(Config{Nodes: nodes{"direct": direct, "behind-nat": tunnelled}, ServerCA: p.serverCA.CertPEM(),
+				ClientCertificate: p.identity.GetClientCertificate, Tunnels: tc.tunnels})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = c.Location(t.Context(), tc.node)
+			switch {
+			case tc.wantErr && !apierrors.IsServiceUnavailable(err):
+				t.Fatalf("Location(%s) = %v, want a 503", tc.node, err)
+			case tc.wantErr && !strings.Contains(err.Error(), "its tunnel is not connected"):
+				t.Errorf("Location(%s) = %v, want it to say the tunnel is not connected", tc.node, err)
+			case !tc.wantErr && err != nil:
+				t.Fatalf("Location(%s) = %v, want no error", tc.node, err)
+			}
+		})
 	}
 }

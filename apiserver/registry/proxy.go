@@ -354,6 +354,9 @@ func (t *proxyTransports) pod(ctx context.Context, scheme, name, port string) (p
 	case addr.Is6():
 		hostPort = "[" + hostPort + "]"
 	}
+	if err := t.reachable(ctx, pod.Spec.NodeName); err != nil {
+		return proxyTarget{}, err
+	}
 	return t.target(scheme, hostPort, what, pod.Spec.NodeName, []string{addr.String()})
 }
 
@@ -451,6 +454,7 @@ func (t *proxyTransports) service(ctx context.Context, scheme, name, port string
 		}
 	}
 	rand.Shuffle(len(candidates), func(i, j int) { candidates[i], candidates[j] = candidates[j], candidates[i] })
+	var unreachable error
 	for _, c := range candidates {
 		// An EndpointSlice is only as trustworthy as whoever wrote it: the
 		// address must be the IP of the pod it names, in this namespace.
@@ -462,12 +466,19 @@ func (t *proxyTransports) service(ctx context.Context, scheme, name, port string
 		if !ok || !podHasIP(pod, c.addr) {
 			continue
 		}
+		if err := t.reachable(ctx, pod.Spec.NodeName); err != nil {
+			unreachable = err // another endpoint may be reachable
+			continue
+		}
 		names := []string{
 			name + "." + ns + ".svc",
 			name + "." + ns + ".svc." + t.cfg.ClusterDomain,
 			c.addr.String(),
 		}
 		return t.target(scheme, net.JoinHostPort(c.addr.String(), strconv.Itoa(int(c.port))), what, pod.Spec.NodeName, names)
+	}
+	if unreachable != nil {
+		return proxyTarget{}, unreachable
 	}
 	return proxyTarget{}, apierrors.NewServiceUnavailable(fmt.Sprintf("no endpoints available for %s (port %q)", what, portName))
 }
@@ -497,6 +508,22 @@ func podHasIP(pod *corev1.Pod, addr netip.Addr) bool {
 	}
 	a, err := netip.ParseAddr(pod.Status.PodIP)
 	return err == nil && a.Unmap() == addr
+}
+
+// reachable refuses a target on a node that is reached only through its
+// tunnel while that tunnel is down.
+func (t *proxyTransports) reachable(ctx context.Context, nodeName string) error {
+	if nodeName == "" {
+		return nil
+	}
+	obj, err := t.cfg.Nodes.Get(ctx, nodeName, &metav1.GetOptions{})
+	if err != nil {
+		return nil // the node's state is unknown: the dial says what happens
+	}
+	if node, ok := obj.(*corev1.Node); ok {
+		return kubeletclient.TunnelOnly(node, t.cfg.Tunnels)
+	}
+	return nil
 }
 
 // allowed refuses an address the proxy must not connect to.
