@@ -49,6 +49,7 @@ import (
 	"tether/controllers/rootcacert"
 	"tether/kubelet"
 	"tether/pki"
+	"tether/tunnel"
 )
 
 // Defaults and limits of `tether paths`.
@@ -418,7 +419,6 @@ func (r *pathsRunner) run(ctx context.Context) {
 	r.progress("checking the cluster at %s", r.cfg.Host)
 	reachable := r.checkClient(ctx)
 	r.report.path("P9").set(resultSkip, "not available yet (egress mode ssh)")
-	r.report.path("P10").set(resultSkip, "not checked here: a node started with --tunnel carries P5 and P8 through its tunnel, so they check it")
 	if !reachable {
 		for _, p := range r.report.Paths {
 			if p.Result == "" {
@@ -430,7 +430,7 @@ func (r *pathsRunner) run(ctx context.Context) {
 	r.loadServerCA(ctx)
 	nodes, err := r.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
-		for _, id := range []string{"P0", "P2", "P3", "P4", "P5", "P6", "P7", "P8"} {
+		for _, id := range []string{"P0", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P10"} {
 			r.report.path(id).fail("list nodes: %v", err)
 		}
 		return
@@ -441,6 +441,7 @@ func (r *pathsRunner) run(ctx context.Context) {
 	r.checkKubeletClients(ctx)
 	r.checkKubelets(ctx)
 	r.checkProxy(ctx)
+	r.checkTunnels(ctx)
 	r.probe(ctx)
 }
 
@@ -1237,6 +1238,32 @@ func (r *pathsRunner) rawGet(ctx context.Context, path string) ([]byte, metav1.S
 	}
 	st.Code = int32(resp.StatusCode)
 	return nil, st, nil
+}
+
+// checkTunnels checks P10 on each node that keeps a tunnel (its agent
+// runs with --tunnel): the API server reaches such a node only through
+// it, so its kubelet answering nodes/<n>/proxy/healthz proves the tunnel.
+func (r *pathsRunner) checkTunnels(ctx context.Context) {
+	p10 := r.report.path("P10")
+	p10.Port, p10.Identity, p10.CA, p10.Verified = r.apiPort+" (the node dials out)", "system:node:<name> (x509)", "server CA", "yes"
+	for _, n := range r.nodes {
+		if n.Annotations[tunnel.EgressAnnotation] != tunnel.EgressTunnel {
+			continue
+		}
+		path := "/api/v1/nodes/" + url.PathEscape(n.Name) + "/proxy/healthz"
+		body, st, err := r.rawGet(ctx, path)
+		switch {
+		case err != nil:
+			p10.node(n.Name, resultFail, "GET %s: %v", path, err)
+		case st.Code != http.StatusOK:
+			p10.node(n.Name, resultFail, "GET %s: %d %s", path, st.Code, st.Message)
+		case strings.TrimSpace(string(body)) != "ok":
+			p10.node(n.Name, resultFail, "GET %s answered %q, want ok", path, clipText(string(body), 200))
+		default:
+			p10.node(n.Name, resultPass, "its kubelet answered through its tunnel")
+		}
+	}
+	p10.settle("nodes with --tunnel are reached through their tunnels", "no node keeps a tunnel (tether agent --tunnel)")
 }
 
 // checkProxy checks P8 on each node: the API server's proxy to the

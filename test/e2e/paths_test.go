@@ -102,8 +102,8 @@ func TestPaths(t *testing.T) {
 		if !regexp.MustCompile(`(?m)^P9\s.*\sSKIP\s+not available yet`).MatchString(out) {
 			t.Errorf("row P9 is not SKIP (not available yet):\n%s", out)
 		}
-		if !regexp.MustCompile(`(?m)^P10\s.*\sSKIP\s+not checked here`).MatchString(out) {
-			t.Errorf("row P10 is not SKIP (not checked here):\n%s", out)
+		if !regexp.MustCompile(`(?m)^P10\s.*\sSKIP\s+no node keeps a tunnel`).MatchString(out) {
+			t.Errorf("row P10 is not SKIP (no node keeps a tunnel):\n%s", out)
 		}
 		if !strings.Contains(errOut, "waiting for probe pods on 2 node(s)") {
 			t.Errorf("stderr lacks the progress line about the probe pods:\n%s", errOut)

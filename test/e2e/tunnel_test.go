@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"tether/test/framework"
 )
@@ -122,6 +125,41 @@ func TestTunnel(t *testing.T) {
 			return settled(err == nil && strings.TrimSpace(out) == "ok", fmt.Errorf("healthz: %q %q %v", out, errOut, err))
 		})
 		t.Logf("node-2 reachable through its tunnel %s after the server was restarted", time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("tether paths checks P10 on node-2", func(t *testing.T) {
+		node, err := c.client.CoreV1().Nodes().Get(t.Context(), n2.name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := node.Annotations["tether.dev/egress"]; got != "tunnel" {
+			t.Errorf("node-2's annotation tether.dev/egress = %q, want tunnel", got)
+		}
+		out, errOut, _ := runIn(t, c.host, 3*time.Minute, false, tetherBin, "paths", "--kubeconfig", c.Kubeconfig, "--image", c.image)
+		p10 := regexp.MustCompile(`(?m)^P10\s.*$`).FindString(out)
+		node2 := regexp.MustCompile(`(?m)^\s+node-2\s.*$`).FindAllString(out, -1)
+		if !strings.Contains(p10, "PASS") || !slices.ContainsFunc(node2, func(l string) bool { return strings.Contains(l, "through its tunnel") && strings.Contains(l, "PASS") }) {
+			t.Errorf("tether paths: P10 row %q and node-2 rows %q; want PASS through its tunnel\n%s%s", p10, node2, out, errOut)
+		}
+	})
+
+	t.Run("a tunnel that is down is reported, not waited for", func(t *testing.T) {
+		if err := n2.proc.stop(); err != nil {
+			t.Logf("agent stop: %v", err)
+		}
+		start := time.Now()
+		_, errOut, err := c.kubectl(t, true, "get", "--raw", "/api/v1/nodes/node-2/proxy/healthz")
+		if err == nil || !strings.Contains(errOut, "its tunnel is not connected") {
+			t.Errorf("node-2's kubelet with its agent stopped: %v %q; want the tunnel named as down", err, errOut)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("the answer took %s; want it at once, not after a connection timeout", took)
+		}
+		n2.proc = startProc(top, n2.host, "agent node-2 (tunnel, again)", n2.args...)
+		if _, _, err := n2.proc.waitLine("tunnel to the API server up", 30*time.Second); err != nil {
+			t.Fatalf("agent with --tunnel: %v", err)
+		}
+		top.Cleanup(func() { c.cleanup(top) })
 	})
 
 	t.Run("the node's allow-list refuses other destinations", func(t *testing.T) {
