@@ -516,7 +516,7 @@ func (t *proxyTransports) reachable(ctx context.Context, nodeName string) error 
 	if nodeName == "" {
 		return nil
 	}
-	obj, err := t.cfg.Nodes.Get(ctx, nodeName, &metav1.GetOptions{})
+	obj, err := t.cfg.Nodes.Get(genericapirequest.WithNamespace(ctx, metav1.NamespaceNone), nodeName, &metav1.GetOptions{})
 	if err != nil {
 		return nil // the node's state is unknown: the dial says what happens
 	}

@@ -155,6 +155,10 @@ func TestTunnel(t *testing.T) {
 		if took := time.Since(start); took > 5*time.Second {
 			t.Errorf("the answer took %s; want it at once, not after a connection timeout", took)
 		}
+		_, errOut, err = c.kubectl(t, true, "get", "--raw", "/api/v1/namespaces/default/pods/tweb/proxy/")
+		if err == nil || !strings.Contains(errOut, "its tunnel is not connected") {
+			t.Errorf("pods/tweb/proxy with node-2's agent stopped: %v %q; want the tunnel named as down", err, errOut)
+		}
 		n2.proc = startProc(top, n2.host, "agent node-2 (tunnel, again)", n2.args...)
 		if _, _, err := n2.proc.waitLine("tunnel to the API server up", 30*time.Second); err != nil {
 			t.Fatalf("agent with --tunnel: %v", err)
