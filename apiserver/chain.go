@@ -1,10 +1,12 @@
 package apiserver
 
 import (
+	"context"
 	"net/http"
 
 	"k8s.io/apiserver/pkg/endpoints/filters"
 	"k8s.io/apiserver/pkg/endpoints/filters/impersonation"
+	apirequest "k8s.io/apiserver/pkg/endpoints/request"
 	genericfeatures "k8s.io/apiserver/pkg/features"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	genericfilters "k8s.io/apiserver/pkg/server/filters"
@@ -30,9 +32,14 @@ import (
 // chance, retry-after and watch draining at shutdown) are not here either:
 // setting one of those needs a filter added here too.
 //
+// One is added: long-running requests end when stopping does (the server
+// shuts down). Upstream lets them run, and the HTTP server's shutdown then
+// waits (up to a minute) for clients to close their watches and a node's
+// tunnel.
+//
 // muxComplete is closed once every API group is installed; until then a
 // request for an API path is answered 503 instead of a misleading 404.
-func handlerChain(api http.Handler, c *genericapiserver.Config, muxComplete <-chan struct{}) http.Handler {
+func handlerChain(api http.Handler, c *genericapiserver.Config, muxComplete <-chan struct{}, stopping context.Context) http.Handler {
 	h := filters.WithAuthorization(api, c.Authorization.Authorizer, c.Serializer)
 	h = genericfilters.WithMaxInFlightLimit(h, c.MaxRequestsInFlight, c.MaxMutatingRequestsInFlight, c.LongRunningFunc)
 	if c.FeatureGate.Enabled(genericfeatures.ConstrainedImpersonation) {
@@ -47,6 +54,7 @@ func handlerChain(api http.Handler, c *genericapiserver.Config, muxComplete <-ch
 	h = filters.WithWarningRecorder(h)
 	h = filters.WithRequestDeadline(h, c.AuditBackend, c.AuditPolicyRuleEvaluator, c.LongRunningFunc, c.Serializer, c.RequestTimeout)
 	h = genericfilters.WithWaitGroup(h, c.LongRunningFunc, c.NonLongRunningRequestWaitGroup)
+	h = withEndOnShutdown(h, c.LongRunningFunc, stopping)
 	h = filters.WithCacheControl(h)
 	h = genericfilters.WithHSTS(h, c.HSTSDirectives)
 	h = genericfilters.WithHTTPLogging(h)
@@ -56,4 +64,21 @@ func handlerChain(api http.Handler, c *genericapiserver.Config, muxComplete <-ch
 	h = filters.WithMuxAndDiscoveryComplete(h, muxComplete)
 	h = genericfilters.WithPanicRecovery(h, c.RequestInfoResolver)
 	return filters.WithAuditInit(h)
+}
+
+// withEndOnShutdown cancels the context of every long-running request when
+// stopping ends.
+func withEndOnShutdown(h http.Handler, longRunning apirequest.LongRunningRequestCheck, stopping context.Context) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ri, ok := apirequest.RequestInfoFrom(r.Context())
+		if !ok || !longRunning(r, ri) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		stop := context.AfterFunc(stopping, cancel)
+		defer stop()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
 }

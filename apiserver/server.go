@@ -144,8 +144,13 @@ const DefaultServiceAccountIssuer = "https://kubernetes.default.svc.cluster.loca
 
 // Server is the API server. Create it with New, then call Run or Serve once.
 type Server struct {
-	cfg      Config
-	ready    chan struct{}
+	cfg   Config
+	ready chan struct{}
+	// stopping ends when Serve's context does: the long-running requests
+	// (watches, tunnels, streams) end with it, so that shutting down does
+	// not wait for clients to close them.
+	stopping context.Context
+	stop     context.CancelFunc
 	loopback *rest.Config
 }
 
@@ -206,7 +211,8 @@ func New(cfg Config) (*Server, error) {
 	if len(cfg.APIAudiences) == 0 {
 		cfg.APIAudiences = []string{cfg.ServiceAccountIssuer}
 	}
-	return &Server{cfg: cfg, ready: make(chan struct{})}, nil
+	stopping, stop := context.WithCancel(context.Background())
+	return &Server{cfg: cfg, ready: make(chan struct{}), stopping: stopping, stop: stop}, nil
 }
 
 // Ready is closed once the server serves requests and the bootstrap
@@ -239,6 +245,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	s.cfg.Logger.Info("serving", "component", "apiserver", "address", ln.Addr().String())
+	stopWatching := context.AfterFunc(ctx, s.stop)
+	defer stopWatching()
 	return gs.PrepareRun().RunWithContext(ctx)
 }
 
@@ -366,7 +374,7 @@ func (s *Server) build(ln net.Listener) (*genericapiserver.GenericAPIServer, err
 	// A revoked certificate's open requests (watches above all) end at once.
 	muxComplete := make(chan struct{})
 	gc.BuildHandlerChainFunc = func(h http.Handler, c *genericapiserver.Config) http.Handler {
-		return revoked.CancelOnRevoke(handlerChain(h, c, muxComplete))
+		return revoked.CancelOnRevoke(handlerChain(h, c, muxComplete, s.stopping))
 	}
 	tokens := tokencache.New(tokenunion.New(
 		authenticator.WrapAudienceAgnosticToken(s.cfg.APIAudiences, bootstrap.New(getter)),
