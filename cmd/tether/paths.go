@@ -409,6 +409,9 @@ type pathsRunner struct {
 	nodes       []corev1.Node
 	apiPort     string       // the secure port, from the kubeconfig
 	http        *http.Client // the kubeconfig's client for raw requests
+	// proxyHealth is what went wrong with each node's
+	// nodes/<n>/proxy/healthz ("" if nothing), from checkProxy.
+	proxyHealth map[string]string
 }
 
 func (r *pathsRunner) progress(format string, args ...any) {
@@ -441,7 +444,7 @@ func (r *pathsRunner) run(ctx context.Context) {
 	r.checkKubeletClients(ctx)
 	r.checkKubelets(ctx)
 	r.checkProxy(ctx)
-	r.checkTunnels(ctx)
+	r.checkTunnels()
 	r.probe(ctx)
 }
 
@@ -1242,24 +1245,18 @@ func (r *pathsRunner) rawGet(ctx context.Context, path string) ([]byte, metav1.S
 
 // checkTunnels checks P10 on each node that keeps a tunnel (its agent
 // runs with --tunnel): the API server reaches such a node only through
-// it, so its kubelet answering nodes/<n>/proxy/healthz proves the tunnel.
-func (r *pathsRunner) checkTunnels(ctx context.Context) {
+// it, so its kubelet answering nodes/<n>/proxy/healthz (checkProxy's
+// request) proves the tunnel.
+func (r *pathsRunner) checkTunnels() {
 	p10 := r.report.path("P10")
 	p10.Port, p10.Identity, p10.CA, p10.Verified = r.apiPort+" (the node dials out)", "system:node:<name> (x509)", "server CA", "yes"
 	for _, n := range r.nodes {
 		if n.Annotations[tunnel.EgressAnnotation] != tunnel.EgressTunnel {
 			continue
 		}
-		path := "/api/v1/nodes/" + url.PathEscape(n.Name) + "/proxy/healthz"
-		body, st, err := r.rawGet(ctx, path)
-		switch {
-		case err != nil:
-			p10.node(n.Name, resultFail, "GET %s: %v", path, err)
-		case st.Code != http.StatusOK:
-			p10.node(n.Name, resultFail, "GET %s: %d %s", path, st.Code, st.Message)
-		case strings.TrimSpace(string(body)) != "ok":
-			p10.node(n.Name, resultFail, "GET %s answered %q, want ok", path, clipText(string(body), 200))
-		default:
+		if problem := r.proxyHealth[n.Name]; problem != "" {
+			p10.node(n.Name, resultFail, "%s", problem)
+		} else {
 			p10.node(n.Name, resultPass, "its kubelet answered through its tunnel")
 		}
 	}
@@ -1268,21 +1265,28 @@ func (r *pathsRunner) checkTunnels(ctx context.Context) {
 
 // checkProxy checks P8 on each node: the API server's proxy to the
 // node's kubelet (nodes/proxy/healthz), which verifies the kubelet's
-// serving certificate as P5 does.
+// serving certificate as P5 does. What went wrong, per node, is kept in
+// r.proxyHealth for checkTunnels.
 func (r *pathsRunner) checkProxy(ctx context.Context) {
 	p8 := r.report.path("P8")
 	p8.Port, p8.Identity, p8.CA, p8.Verified = r.apiPort+" → kubelet", kubeletclient.User+" (x509)", "server CA", "yes"
+	r.proxyHealth = map[string]string{}
 	for _, n := range r.nodes {
 		path := "/api/v1/nodes/" + url.PathEscape(n.Name) + "/proxy/healthz"
 		body, st, err := r.rawGet(ctx, path)
+		var problem string
 		switch {
 		case err != nil:
-			p8.node(n.Name, resultFail, "GET %s: %v", path, err)
+			problem = fmt.Sprintf("GET %s: %v", path, err)
 		case st.Code != http.StatusOK:
-			p8.node(n.Name, resultFail, "GET %s: %d %s", path, st.Code, st.Message)
+			problem = fmt.Sprintf("GET %s: %d %s", path, st.Code, st.Message)
 		case strings.TrimSpace(string(body)) != "ok":
-			p8.node(n.Name, resultFail, "GET %s answered %q, want ok", path, clipText(string(body), 200))
-		default:
+			problem = fmt.Sprintf("GET %s answered %q, want ok", path, clipText(string(body), 200))
+		}
+		r.proxyHealth[n.Name] = problem
+		if problem != "" {
+			p8.node(n.Name, resultFail, "%s", problem)
+		} else {
 			p8.node(n.Name, resultPass, "nodes/%s/proxy/healthz: ok", n.Name)
 		}
 	}
