@@ -324,13 +324,9 @@ func (t *proxyTransports) pod(ctx context.Context, scheme, name, port string) (p
 	if !ok || ns == "" {
 		return proxyTarget{}, apierrors.NewBadRequest("a pod proxy request needs a namespace")
 	}
-	obj, err := t.cfg.Pods.Get(ctx, name, &metav1.GetOptions{})
+	pod, err := getAs[*corev1.Pod](ctx, t.cfg.Pods, name)
 	if err != nil {
 		return proxyTarget{}, err
-	}
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return proxyTarget{}, apierrors.NewInternalError(fmt.Errorf("pod storage returned %T", obj))
 	}
 	what := "pod " + ns + "/" + name
 	if pod.Status.PodIP == "" {
@@ -398,13 +394,9 @@ func (t *proxyTransports) service(ctx context.Context, scheme, name, port string
 	if !ok || ns == "" {
 		return proxyTarget{}, apierrors.NewBadRequest("a service proxy request needs a namespace")
 	}
-	obj, err := t.cfg.Services.Get(ctx, name, &metav1.GetOptions{})
+	svc, err := getAs[*corev1.Service](ctx, t.cfg.Services, name)
 	if err != nil {
 		return proxyTarget{}, err
-	}
-	svc, ok := obj.(*corev1.Service)
-	if !ok {
-		return proxyTarget{}, apierrors.NewInternalError(fmt.Errorf("service storage returned %T", obj))
 	}
 	what := "service " + ns + "/" + name
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
@@ -458,12 +450,8 @@ func (t *proxyTransports) service(ctx context.Context, scheme, name, port string
 	for _, c := range candidates {
 		// An EndpointSlice is only as trustworthy as whoever wrote it: the
 		// address must be the IP of the pod it names, in this namespace.
-		obj, err := t.cfg.Pods.Get(ctx, c.pod, &metav1.GetOptions{})
-		if err != nil {
-			continue
-		}
-		pod, ok := obj.(*corev1.Pod)
-		if !ok || !podHasIP(pod, c.addr) {
+		pod, err := getAs[*corev1.Pod](ctx, t.cfg.Pods, c.pod)
+		if err != nil || !podHasIP(pod, c.addr) {
 			continue
 		}
 		if err := t.reachable(ctx, pod.Spec.NodeName); err != nil {
@@ -516,14 +504,26 @@ func (t *proxyTransports) reachable(ctx context.Context, nodeName string) error 
 	if nodeName == "" {
 		return nil
 	}
-	obj, err := t.cfg.Nodes.Get(genericapirequest.WithNamespace(ctx, metav1.NamespaceNone), nodeName, &metav1.GetOptions{})
+	node, err := getAs[*corev1.Node](genericapirequest.WithNamespace(ctx, metav1.NamespaceNone), t.cfg.Nodes, nodeName)
 	if err != nil {
 		return nil // the node's state is unknown: the dial says what happens
 	}
-	if node, ok := obj.(*corev1.Node); ok {
-		return kubeletclient.TunnelOnly(node, t.cfg.Tunnels)
+	return kubeletclient.TunnelOnly(node, t.cfg.Tunnels)
+}
+
+// getAs reads name from g as a T; a storage that returns anything else is
+// an internal error.
+func getAs[T runtime.Object](ctx context.Context, g rest.Getter, name string) (T, error) {
+	var zero T
+	obj, err := g.Get(ctx, name, &metav1.GetOptions{})
+	if err != nil {
+		return zero, err
 	}
-	return nil
+	v, ok := obj.(T)
+	if !ok {
+		return zero, apierrors.NewInternalError(fmt.Errorf("the storage of %T returned %T", zero, obj))
+	}
+	return v, nil
 }
 
 // allowed refuses an address the proxy must not connect to.
